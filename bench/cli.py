@@ -1,0 +1,298 @@
+"""The ``sparsebench`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main"]
+
+_USER_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError,
+    KeyError,
+    NotImplementedError,
+    FileNotFoundError,
+    RuntimeError,
+)
+
+
+class CLIError(Exception):
+    """A user error, printed as one line."""
+
+
+def cache_dir() -> Path:
+    """Where generated data goes: ``$SPARSEBENCH_HOME`` or ``~/.cache/sparsebench``."""
+    root = os.environ.get("SPARSEBENCH_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "sparsebench"
+    )
+    return Path(root)
+
+
+# -- helpers -------------------------------------------------------------------------------
+def _parse_value(cls, name: str, raw: str) -> Any:
+    field = next(f for f in dataclasses.fields(cls) if f.name == name)
+    default = field.default
+    kind = type(default) if default is not dataclasses.MISSING and default is not None else None
+    try:
+        if kind is bool:
+            if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            return raw.lower() in ("true", "1", "yes")
+        if kind is int:
+            return int(raw)
+        if kind is float:
+            return float(raw)
+        if kind is str:
+            return raw
+        return json.loads(raw)
+    except (ValueError, json.JSONDecodeError):
+        want = kind.__name__ if kind else "a JSON value"
+        raise CLIError(f"parameter {name!r} expects {want}, got {raw!r}") from None
+
+
+def _method_from_args(name: str, params: list[str]):
+    from sparsebench import methods
+
+    cls = methods.get(name)
+    kwargs = {}
+    for item in params or []:
+        if "=" not in item:
+            raise CLIError(f"--param takes key=value, got {item!r}")
+        key, raw = item.split("=", 1)
+        methods._registry.check_params(cls, {key: None})
+        kwargs[key] = _parse_value(cls, key, raw)
+    return methods.create(name, **kwargs)
+
+
+def _load_data(spec: str):
+    from sparsebench import datasets
+
+    return datasets.load(spec)
+
+
+def _fmt(x: Any) -> str:
+    if isinstance(x, float):
+        return "nan" if math.isnan(x) else f"{x:.4f}"
+    return str(x)
+
+
+def _table(rows: list[dict], cols: list[str]) -> str:
+    widths = {c: max(len(c), *(len(_fmt(r.get(c, ""))) for r in rows)) for c in cols}
+    lines = ["  ".join(c.ljust(widths[c]) for c in cols)]
+    lines.append("  ".join("-" * widths[c] for c in cols))
+    for r in rows:
+        lines.append("  ".join(_fmt(r.get(c, "")).ljust(widths[c]) for c in cols))
+    return "\n".join(lines)
+
+
+# -- commands ------------------------------------------------------------------------------
+def cmd_methods(args) -> int:
+    """List registered methods with parameters, tags and grids."""
+    from sparsebench import methods
+
+    rows = []
+    for name in methods.names(args.pattern):
+        cls = methods.get(name)
+        params = {f.name: f.default for f in dataclasses.fields(cls)}
+        tags = {k: v for k, v in dataclasses.asdict(cls.tags).items() if v}
+        rows.append({"name": name, "params": params, "tags": tags, "grid": cls.grid,
+                     "doc": (cls.__doc__ or "").strip().splitlines()[0]})
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+        return 0
+    for r in rows:
+        print(f"{r['name']}: {r['doc']}")
+        print(f"  params: {', '.join(f'{k}={v!r}' for k, v in r['params'].items())}")
+        print(f"  tags:   {', '.join(f'{k}={v}' for k, v in r['tags'].items())}")
+        for setting, grid in r["grid"].items():
+            print(f"  grid {setting}: {dict(grid)}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    """Score one configuration and print metrics averaged over layers."""
+    from sparsebench.bench.evaluate import evaluate
+
+    method = _method_from_args(args.method, args.param)
+    data = _load_data(args.data)
+    layers = None if args.layer is None else [args.layer]
+    res = evaluate(data, method, layers=layers, split=args.split, batch_size=args.batch_size,
+                   block_size=args.block_size)
+    summary = {"method": method.id, "data": data.meta.get("name", args.data),
+               "layers": list(res["layers"]), **res["metrics"],
+               "fit_s": res["fit_s"], "predict_s": res["predict_s"]}
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        for key, value in summary.items():
+            print(f"{key:>20}: {_fmt(value)}")
+    return 0
+
+
+def cmd_datasets(args) -> int:
+    """Make or describe datasets."""
+    from sparsebench import datasets
+
+    if args.action == "synthetic":
+        data = datasets.synthetic(num_seqs=args.num_seqs, layers=args.layers, heads=args.heads,
+                                  n=args.n, d=args.dim, causal=args.causal, seed=args.seed)
+        path = data.save(args.dir)
+        print(f"wrote synthetic dataset ({len(data)} sequences, {data.num_layers} layers, "
+              f"{data.num_heads} heads, n<={args.n}) to {path}")
+        return 0
+    if args.action == "info":
+        data = datasets.load(args.dir)
+        print(json.dumps(data.meta, indent=2))
+        return 0
+    raise CLIError(f"unknown datasets action {args.action!r}")
+
+
+def cmd_speed(args) -> int:
+    """Time the gold graph against dense entmax15 across lengths, each case in a new process."""
+    from sparsebench.bench.goldspeed import IMPLS, measure
+    from sparsebench.bench.records import append_record, provenance
+
+    lengths = [int(x) for x in args.lengths.split(",")]
+    impls = args.impls.split(",")
+    for impl in impls:
+        if impl not in IMPLS:
+            raise CLIError(f"unknown implementation {impl!r}; choose from {', '.join(IMPLS)}")
+    prov = provenance()
+    rows = []
+    for n in lengths:
+        for impl in impls:
+            if impl != "gold" and n > args.max_dense:
+                rows.append({"impl": impl, "n": n, "note": f"skipped (n > --max-dense {args.max_dense})"})
+                continue
+            print(f"measuring {impl} n={n} ...", file=sys.stderr, flush=True)
+            rec = measure(impl, n, args.heads, args.dim, args.repeats)
+            rec.update({"suite": "gold", **prov})
+            rows.append(rec)
+            if args.out:
+                append_record(args.out, rec)
+    base = {(r["n"]): r["time_min_s"] for r in rows if r.get("impl") == "entmax15" and "time_min_s" in r}
+    for r in rows:
+        if "time_min_s" in r and r["n"] in base:
+            r["speedup_vs_entmax15"] = base[r["n"]] / r["time_min_s"]
+    cols = ["impl", "n", "time_min_s", "time_median_s", "peak_extra_mb", "speedup_vs_entmax15", "note"]
+    print(_table(rows, cols))
+    print(f"device: {prov['device']} ({prov['cpu']}), {prov['threads']} threads, torch {prov['torch']}")
+    if args.out:
+        print(f"records appended to {args.out}")
+    return 0
+
+
+def cmd_run(args) -> int:
+    """The main job: every method's quick grid on the bundled default data."""
+    from sparsebench import datasets, methods
+    from sparsebench.bench.evaluate import evaluate
+
+    root = cache_dir() / "datasets"
+    rows = []
+    for causal in (False, True):
+        name = f"synthetic-{'causal' if causal else 'bidir'}"
+        path = root / name
+        try:
+            data = datasets.load(path)
+        except datasets.DatasetError:
+            data = datasets.synthetic(causal=causal, seed=0)
+            data.save(path)
+            print(f"built {name} in {path}")
+        for mname in methods.names():
+            cls = methods.get(mname)
+            if causal and not cls.tags.supports_causal:
+                continue
+            grid = cls.grid.get("quick", {})
+            configs = [dict(zip(grid, vals, strict=True)) for vals in _product(grid)] or [{}]
+            for params in configs:
+                m = methods.create(mname, **params)
+                res = evaluate(data, m)
+                rows.append({"data": name, "method": m.id, **res["metrics"]})
+    cols = ["data", "method", "recall", "sparsity", "exact", "precision", "mass_recall"]
+    print(_table(rows, cols))
+    print("Synthetic data stands in until the bundled real-text datasets are built; "
+          f"data cached in {root}")
+    return 0
+
+
+def _product(grid: dict) -> list[tuple]:
+    import itertools
+
+    return list(itertools.product(*grid.values())) if grid else []
+
+
+# -- parser --------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``sparsebench``."""
+    p = argparse.ArgumentParser(
+        prog="sparsebench",
+        description="Benchmark attention-sparsity predictors against the gold α-entmax graph.",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("methods", help="list methods, parameters, tags and grids")
+    s.add_argument("pattern", nargs="?", default="*", help="glob over method names")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_methods)
+
+    s = sub.add_parser("evaluate", help="score one configuration on a dataset")
+    s.add_argument("--data", required=True, help="dataset directory")
+    s.add_argument("--method", required=True)
+    s.add_argument("--param", action="append", metavar="K=V", help="method parameter (repeat)")
+    s.add_argument("--layer", type=int, help="only this layer (default: all, averaged)")
+    s.add_argument("--split", default="eval")
+    s.add_argument("--batch-size", type=int, default=16)
+    s.add_argument("--block-size", type=int, default=None, help="also report block sparsity")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("datasets", help="make or describe datasets")
+    s.add_argument("action", choices=["synthetic", "info"])
+    s.add_argument("dir", help="dataset directory")
+    s.add_argument("--num-seqs", type=int, default=12)
+    s.add_argument("--layers", type=int, default=2)
+    s.add_argument("--heads", type=int, default=4)
+    s.add_argument("--n", type=int, default=64)
+    s.add_argument("--dim", type=int, default=16)
+    s.add_argument("--causal", action="store_true")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=cmd_datasets)
+
+    s = sub.add_parser("speed", help="time the gold graph against dense entmax15")
+    s.add_argument("--lengths", default="1024,4096")
+    s.add_argument("--impls", default="gold,entmax15")
+    s.add_argument("--heads", type=int, default=8)
+    s.add_argument("--dim", type=int, default=64)
+    s.add_argument("--repeats", type=int, default=3)
+    s.add_argument("--max-dense", type=int, default=4096, help="skip dense entmax above this n")
+    s.add_argument("--out", help="append JSON records to this file")
+    s.set_defaults(func=cmd_speed)
+
+    s = sub.add_parser("run", help="the main job on the default data")
+    s.set_defaults(func=cmd_run)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; user errors print one line and exit 2."""
+    from sparsebench.datasets import DatasetError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (CLIError, DatasetError, *_USER_ERRORS) as e:
+        msg = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+        print(f"sparsebench: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

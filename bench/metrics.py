@@ -1,0 +1,228 @@
+"""Graph metrics as the Sparsefinder paper computes them, and the attention output error.
+
+Every figure is computed per sequence and head, then averaged over the sequences (a macro
+average: each sequence counts once), then over the heads; averaging over layers is left to the
+caller (:func:`average_layers`). Only valid pairs count: queries and keys below the sequence's
+length and, for causal attention, keys at or before the query.
+
+* ``recall`` = |Ĝ ∩ G| / |G|
+* ``sparsity`` = 1 − |Ĝ| / |valid pairs|  (``gold_sparsity``: the same for G)
+* ``exact`` = share of valid queries whose gold keys are all predicted
+* ``precision`` = |Ĝ ∩ G| / |Ĝ| (sequences with an empty Ĝ are left out of its average)
+* ``mass_recall`` = share of the gold α-entmax probability that falls on predicted edges
+* ``block_sparsity`` = 1 − kept blocks / valid blocks at a kernel block size, where a block is
+  kept if any predicted edge lies in it (``gold_block_sparsity``: the same for G)
+
+Sequences of length 0 have no valid pairs and are left out of every average.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+
+import torch
+from torch import Tensor
+
+from sparsebench.methods import Graph, RowIndex, attention_logits, check_qk
+
+__all__ = ["METRICS", "average_layers", "graph_metrics", "output_error"]
+
+#: Metric name -> (higher is better, description).
+METRICS: dict[str, tuple[bool, str]] = {
+    "recall": (True, "share of gold edges predicted"),
+    "sparsity": (True, "share of valid pairs not predicted"),
+    "exact": (True, "share of queries whose gold keys are all predicted"),
+    "precision": (True, "share of predicted edges that are gold"),
+    "mass_recall": (True, "share of gold attention probability on predicted edges"),
+    "block_sparsity": (True, "share of valid kernel blocks with no predicted edge"),
+    "gold_sparsity": (True, "sparsity of the gold graph itself"),
+    "gold_block_sparsity": (True, "block sparsity of the gold graph itself"),
+    "output_error": (False, "relative error of attention restricted to the prediction"),
+}
+
+
+def _resolve(pred: Graph, gold: Graph, lengths, causal) -> tuple[Tensor | None, bool]:
+    if pred.shape != gold.shape:
+        raise ValueError(f"pred has shape {pred.shape} but gold has shape {gold.shape}")
+    if lengths is None:
+        lengths = gold.lengths if gold.lengths is not None else pred.lengths
+    else:
+        lengths = torch.as_tensor(lengths, dtype=torch.long).reshape(-1).cpu()
+        if lengths.shape[0] != pred.shape[0]:
+            raise ValueError(
+                f"lengths has {lengths.shape[0]} entries for a batch of {pred.shape[0]}"
+            )
+    return lengths, bool(causal or gold.causal or pred.causal)
+
+
+def _weights_slab(probs: Tensor | Graph, s: int, e: int, shape) -> Tensor:
+    if isinstance(probs, Tensor):
+        return probs[:, :, s:e].to(torch.float64)
+    parts = [p for p in probs.find(RowIndex) if p.weights is not None]
+    if not parts:
+        raise ValueError(
+            "probs is a Graph without weights; build it with gold_graph(..., with_probs=True)"
+        )
+    return sum(p.slab_weights(s, e, shape).to(torch.float64) for p in parts)
+
+
+def _macro(per_bh: Tensor) -> tuple[float, list[float]]:
+    """Mean over sequences (ignoring NaN), then over heads."""
+    per_head = torch.nanmean(per_bh, dim=0)
+    return float(torch.nanmean(per_head)), [float(x) for x in per_head]
+
+
+def graph_metrics(
+    pred: Graph,
+    gold: Graph,
+    *,
+    lengths: Tensor | None = None,
+    causal: bool = False,
+    probs: Tensor | Graph | None = None,
+    block_size: int | None = None,
+) -> dict:
+    """Recall, sparsity, exact, precision (and mass recall, block sparsity) of ``pred``.
+
+    Args:
+        pred: predicted graph ``(B, H, N, M)``.
+        gold: gold graph of the same shape.
+        lengths: ``(B,)`` valid lengths; defaults to the graphs' own.
+        causal: count only keys at or before the query (also on if either graph is causal).
+        probs: gold α-entmax probabilities, dense ``(B, H, N, M)`` or a graph with weights
+            (``gold_graph(..., with_probs=True)``); enables ``mass_recall``.
+        block_size: kernel block size (e.g. 64 or 128); enables ``block_sparsity``.
+
+    Returns:
+        ``{metric: value}`` averaged as the paper does, plus ``per_head`` (``{metric: [H]}``)
+        and ``per_sequence`` (``{metric: (B, H) tensor}``).
+    """
+    lengths, causal = _resolve(pred, gold, lengths, causal)
+    if block_size is not None and block_size < 1:
+        raise ValueError(f"block_size must be a positive int, got {block_size}")
+    B, H, N, M = pred.shape
+    pred = pred.with_validity(lengths=lengths, causal=causal)
+    gold = gold.with_validity(lengths=lengths, causal=causal)
+    L = lengths if lengths is not None else torch.full((B,), N, dtype=torch.long)
+
+    z = lambda: torch.zeros(B, H, dtype=torch.float64)  # noqa: E731
+    inter, n_gold, n_pred, exact_rows, mass, mass_tot = z(), z(), z(), z(), z(), z()
+    kept_blocks, gold_blocks = z(), z()
+    bs = block_size or 1
+    for s, e in pred.row_chunks(multiple=bs):
+        p = pred.slab(s, e)  # (B, H, c, M), validity applied
+        g = gold.slab(s, e)
+        both = p & g
+        inter += both.sum((-1, -2))
+        n_gold += g.sum((-1, -2))
+        n_pred += p.sum((-1, -2))
+        rows = torch.arange(s, e).view(1, 1, -1)
+        row_valid = rows < L.view(B, 1, 1)  # (B, 1, c)
+        missing = (g & ~p).any(-1)  # (B, H, c)
+        exact_rows += (~missing & row_valid).sum(-1)
+        if probs is not None:
+            w = _weights_slab(probs, s, e, pred.shape)
+            w = torch.where(g, w, 0.0)
+            mass += torch.where(p, w, 0.0).sum((-1, -2))
+            mass_tot += w.sum((-1, -2))
+        if block_size is not None:
+            kept_blocks += _blocks(p, bs).sum((-1, -2))
+            gold_blocks += _blocks(g, bs).sum((-1, -2))
+
+    valid = pred.num_valid().to(torch.float64).view(B, 1)
+    seq_ok = valid > 0
+    nan = torch.tensor(float("nan"), dtype=torch.float64)
+    per_seq: dict[str, Tensor] = {
+        "recall": torch.where(n_gold > 0, inter / n_gold.clamp(min=1), nan),
+        "sparsity": torch.where(seq_ok, 1 - n_pred / valid.clamp(min=1), nan),
+        "exact": torch.where(L.view(B, 1) > 0, exact_rows / L.view(B, 1).clamp(min=1), nan),
+        "precision": torch.where(n_pred > 0, inter / n_pred.clamp(min=1), nan),
+        "gold_sparsity": torch.where(seq_ok, 1 - n_gold / valid.clamp(min=1), nan),
+    }
+    if probs is not None:
+        per_seq["mass_recall"] = torch.where(mass_tot > 0, mass / mass_tot.clamp(min=1e-300), nan)
+    if block_size is not None:
+        nb = (L + bs - 1) // bs
+        vb = (nb * (nb + 1) // 2 if causal else nb * nb).to(torch.float64).view(B, 1)
+        per_seq["block_sparsity"] = torch.where(vb > 0, 1 - kept_blocks / vb.clamp(min=1), nan)
+        per_seq["gold_block_sparsity"] = torch.where(vb > 0, 1 - gold_blocks / vb.clamp(min=1), nan)
+
+    out: dict = {}
+    per_head: dict[str, list[float]] = {}
+    for name, v in per_seq.items():
+        out[name], per_head[name] = _macro(v)
+    out["per_head"] = per_head
+    out["per_sequence"] = per_seq
+    return out
+
+
+def _blocks(mask: Tensor, bs: int) -> Tensor:
+    """Which (bs x bs) blocks of a row slab hold an edge: (B, H, c/bs, ceil(M/bs))."""
+    B, H, c, M = mask.shape
+    pad_r, pad_c = (-c) % bs, (-M) % bs
+    if pad_r or pad_c:
+        mask = torch.nn.functional.pad(mask, (0, pad_c, 0, pad_r))
+    return mask.view(B, H, (c + pad_r) // bs, bs, (M + pad_c) // bs, bs).any(-1).any(-2)
+
+
+def _entmax(scores: Tensor, alpha: float) -> Tensor:
+    from entmax import entmax15, entmax_bisect
+
+    empty = torch.isinf(scores).all(-1, keepdim=True)
+    safe = torch.where(empty, 0.0, scores)
+    p = entmax15(safe, dim=-1) if alpha == 1.5 else entmax_bisect(safe, alpha=alpha, dim=-1)
+    # A query with no allowed key attends to nothing: its output is zero (never full attention).
+    return torch.where(empty, 0.0, p)
+
+
+def output_error(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    pred: Graph,
+    alpha: float = 1.5,
+    *,
+    lengths: Tensor | None = None,
+    causal: bool = False,
+) -> dict:
+    """Relative error of α-entmax attention restricted to ``pred`` against full α-entmax.
+
+    ``‖attn_Ĝ − attn_G‖ / ‖attn_G‖`` per sequence and head (Frobenius norm over its valid
+    query rows), averaged like :func:`graph_metrics`. ``attn_Ĝ`` is α-entmax over the predicted
+    valid keys only; a query with no predicted key outputs zero.
+
+    Returns:
+        ``{"output_error": value, "per_head": {"output_error": [H]}}``.
+    """
+    lengths = check_qk(q, k, lengths=lengths, causal=causal)
+    if v.shape[:3] != k.shape[:3]:
+        raise ValueError(f"v {tuple(v.shape)} must match k {tuple(k.shape)} in (B, H, M)")
+    if lengths is None:
+        lengths = pred.lengths
+    causal = causal or pred.causal
+    pred = pred.with_validity(lengths=lengths, causal=causal)
+    B, H, N, _ = q.shape
+    num = torch.zeros(B, H, dtype=torch.float64)
+    den = torch.zeros(B, H, dtype=torch.float64)
+    with torch.no_grad():
+        for s, e in pred.row_chunks():
+            valid = pred.valid_slab(s, e)  # (B|1, 1, c, M)
+            z = attention_logits(q[:, :, s:e], k)  # (B, H, c, M)
+            ref = _entmax(z.masked_fill(~valid, float("-inf")), alpha) @ v
+            approx = _entmax(z.masked_fill(~pred.slab(s, e), float("-inf")), alpha) @ v
+            num += ((approx - ref).double() ** 2).sum((-1, -2))
+            den += (ref.double() ** 2).sum((-1, -2))
+    per = torch.where(den > 0, (num / den.clamp(min=1e-300)).sqrt(), float("nan"))
+    value, per_head = _macro(per)
+    return {"output_error": value, "per_head": {"output_error": per_head}}
+
+
+def average_layers(per_layer: Iterable[Mapping[str, float]]) -> dict[str, float]:
+    """Mean of each scalar metric over layers (the paper's last averaging step)."""
+    rows = list(per_layer)
+    keys = [k for k in rows[0] if isinstance(rows[0][k], int | float)] if rows else []
+    out = {}
+    for key in keys:
+        vals = [float(r[key]) for r in rows if not math.isnan(float(r[key]))]
+        out[key] = sum(vals) / len(vals) if vals else float("nan")
+    return out

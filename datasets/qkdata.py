@@ -1,0 +1,329 @@
+"""``QKData``: per-layer queries and keys of real sequences, saved as safetensors + a card.
+
+On disk a dataset is a directory::
+
+    card.json            what the data is (model, α, causal, scaling convention, splits, ...)
+                         and the sha256 of every tensor file
+    <split>.safetensors  q, k (and v) as (num_seqs, layers, heads, n, d), lengths (num_seqs,)
+
+Queries are stored unscaled: logits are ``q·k/√d``. Directories are written atomically (to a
+temporary sibling, then renamed), and loading checks the card and the checksums.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor
+
+__all__ = ["CARD_VERSION", "DatasetError", "LayerData", "QKData", "sha256_file"]
+
+CARD_VERSION = 1
+_REQUIRED_CARD = ("name", "card_version", "alpha", "causal", "layers", "heads", "head_dim", "splits")
+
+
+class DatasetError(ValueError):
+    """A dataset directory or card that cannot be used; the message says what to do."""
+
+
+class LayerData(NamedTuple):
+    """One layer of a split: tensors ``(S, H, n, d)`` and lengths ``(S,)``."""
+
+    q: Tensor
+    k: Tensor
+    v: Tensor | None
+    lengths: Tensor
+    causal: bool
+    alpha: float
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass
+class QKData:
+    """Queries and keys of sequences, per layer and head, each sequence tagged with a split.
+
+    Attributes:
+        q: ``(S, layers, heads, n, d)`` float, zero-padded past each length, unscaled.
+        k: same shape as ``q``.
+        lengths: ``(S,)`` int64 real lengths.
+        v: optional values, same shape as ``q``.
+        causal: decoder self-attention (keys after the query are excluded).
+        alpha: entmax α of the model's attention.
+        splits: ``(S,)`` split name of each sequence (``"train"``, ``"eval"``, ...).
+        meta: the dataset card (name, model, text source, scaling convention, ...).
+    """
+
+    q: Tensor
+    k: Tensor
+    lengths: Tensor
+    v: Tensor | None = None
+    causal: bool = False
+    alpha: float = 1.5
+    splits: list[str] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.lengths = torch.as_tensor(self.lengths, dtype=torch.long)
+        if not self.splits:
+            self.splits = ["train"] * int(self.q.shape[0]) if self.q.dim() == 5 else []
+        self.validate()
+
+    # -- checks ---------------------------------------------------------------------------
+    def validate(self) -> None:
+        """Check shapes, dtypes and values; raise :class:`DatasetError` naming the problem."""
+        for name in ("q", "k", "v"):
+            t = getattr(self, name)
+            if t is None:
+                continue
+            if not isinstance(t, Tensor) or t.dim() != 5:
+                raise DatasetError(
+                    f"{name} must be a tensor (num_seqs, layers, heads, n, d), got "
+                    f"{tuple(getattr(t, 'shape', ()))}"
+                )
+            if not t.is_floating_point():
+                raise DatasetError(f"{name} must be floating point, got {t.dtype}")
+            if t.shape[:4] != self.q.shape[:4]:
+                raise DatasetError(
+                    f"{name} has shape {tuple(t.shape)} but q has {tuple(self.q.shape)}"
+                )
+        if self.k.shape != self.q.shape:
+            raise DatasetError(f"k has shape {tuple(self.k.shape)} but q has {tuple(self.q.shape)}")
+        S, _, _, n, _ = self.q.shape
+        if S == 0:
+            raise DatasetError("the dataset has no sequences")
+        if self.lengths.shape != (S,):
+            raise DatasetError(f"lengths must have shape ({S},), got {tuple(self.lengths.shape)}")
+        if (self.lengths < 1).any() or (self.lengths > n).any():
+            raise DatasetError(f"lengths must lie in [1, {n}], got min {int(self.lengths.min())} "
+                               f"max {int(self.lengths.max())}")
+        if len(self.splits) != S:
+            raise DatasetError(f"splits names {len(self.splits)} sequences, the data has {S}")
+        if not self.alpha > 1:
+            raise DatasetError(f"alpha must be > 1, got {self.alpha}")
+        for name in ("q", "k"):
+            if not torch.isfinite(getattr(self, name)).all():
+                raise DatasetError(f"{name} contains NaN or inf; the extraction overflowed")
+
+    # -- views ----------------------------------------------------------------------------
+    @property
+    def num_layers(self) -> int:
+        """Number of layers."""
+        return int(self.q.shape[1])
+
+    @property
+    def num_heads(self) -> int:
+        """Number of heads per layer."""
+        return int(self.q.shape[2])
+
+    @property
+    def head_dim(self) -> int:
+        """Head dimension d."""
+        return int(self.q.shape[4])
+
+    @property
+    def split_names(self) -> list[str]:
+        """Split names in first-seen order."""
+        return list(dict.fromkeys(self.splits))
+
+    def __len__(self) -> int:
+        return int(self.q.shape[0])
+
+    def select(self, index: Tensor | list[int]) -> QKData:
+        """A subset of the sequences (trimmed to its longest sequence)."""
+        index = torch.as_tensor(index, dtype=torch.long)
+        if index.numel() == 0:
+            raise DatasetError("selection is empty")
+        n = int(self.lengths[index].max())
+        pick = lambda t: None if t is None else t[index][:, :, :, :n].contiguous()  # noqa: E731
+        return QKData(
+            q=pick(self.q),
+            k=pick(self.k),
+            v=pick(self.v),
+            lengths=self.lengths[index],
+            causal=self.causal,
+            alpha=self.alpha,
+            splits=[self.splits[i] for i in index.tolist()],
+            meta=self.meta,
+        )
+
+    def split(self, name: str) -> QKData:
+        """The sequences of one split, e.g. ``data.split("train")``."""
+        idx = [i for i, s in enumerate(self.splits) if s == name]
+        if not idx:
+            raise DatasetError(f"no split {name!r}; this dataset has {self.split_names}")
+        return self.select(idx)
+
+    def layer(self, i: int) -> LayerData:
+        """Tensors of layer ``i``: ``q``, ``k``, ``v`` as ``(S, H, n, d)``, plus lengths."""
+        if not -self.num_layers <= i < self.num_layers:
+            raise DatasetError(f"layer {i} out of range: the dataset has {self.num_layers} layers")
+        v = None if self.v is None else self.v[:, i]
+        return LayerData(self.q[:, i], self.k[:, i], v, self.lengths, self.causal, self.alpha)
+
+    def batches(self, layer: int, batch_size: int = 16) -> Iterator[LayerData]:
+        """Layer ``layer`` in batches of sequences, each trimmed to its longest sequence."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        full = self.layer(layer)
+        for s in range(0, len(self), batch_size):
+            L = full.lengths[s : s + batch_size]
+            n = int(L.max())
+            cut = lambda t: None if t is None else t[s : s + batch_size, :, :n]  # noqa: E731
+            yield LayerData(cut(full.q), cut(full.k), cut(full.v), L, self.causal, self.alpha)
+
+    # -- disk -----------------------------------------------------------------------------
+    def card(self) -> dict[str, Any]:
+        """The dataset card describing this data (without file checksums)."""
+        card = dict(self.meta)
+        card.update(
+            {
+                "card_version": CARD_VERSION,
+                "name": self.meta.get("name", "unnamed"),
+                "alpha": self.alpha,
+                "causal": self.causal,
+                "layers": self.num_layers,
+                "heads": self.num_heads,
+                "head_dim": self.head_dim,
+                "scaling": "queries stored unscaled; logits are q.k/sqrt(d)",
+                "has_values": self.v is not None,
+            }
+        )
+        splits = {}
+        for name in self.split_names:
+            L = self.lengths[[i for i, s in enumerate(self.splits) if s == name]].double()
+            splits[name] = {
+                "num_seqs": int(L.numel()),
+                "length_min": int(L.min()),
+                "length_mean": round(float(L.mean()), 2),
+                "length_max": int(L.max()),
+            }
+        card["splits"] = splits
+        return card
+
+    def save(self, path: str | os.PathLike, *, extra_card: dict[str, Any] | None = None) -> Path:
+        """Write the dataset directory atomically; returns its path."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+        try:
+            card = self.card()
+            if extra_card:
+                card.update(extra_card)
+            card["files"] = {}
+            card["sparsebench_version"] = _version()
+            for name in self.split_names:
+                sub = self.split(name)
+                tensors = {"q": sub.q, "k": sub.k, "lengths": sub.lengths}
+                if sub.v is not None:
+                    tensors["v"] = sub.v
+                fname = f"{name}.safetensors"
+                save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / fname))
+                card["files"][name] = {"file": fname, "sha256": sha256_file(tmp / fname)}
+            with open(tmp / "card.json", "w") as f:
+                json.dump(card, f, indent=2, sort_keys=True)
+                f.write("\n")
+            _replace_dir(tmp, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, *, verify: bool = True) -> QKData:
+        """Load a dataset directory, checking the card and (``verify``) the checksums."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        card_path = path / "card.json"
+        if not path.is_dir():
+            raise DatasetError(f"{path} is not a dataset directory (no such directory)")
+        if not card_path.is_file():
+            raise DatasetError(f"{path} has no card.json; it is not a sparsebench dataset")
+        try:
+            card = json.loads(card_path.read_text())
+        except json.JSONDecodeError as e:
+            raise DatasetError(f"{card_path} is not valid JSON ({e}); rebuild the dataset") from None
+        missing = [key for key in _REQUIRED_CARD if key not in card]
+        if missing or "files" not in card:
+            raise DatasetError(f"{card_path} lacks {missing or ['files']}; rebuild the dataset")
+        if card["card_version"] > CARD_VERSION:
+            raise DatasetError(
+                f"{path} has card version {card['card_version']}, newer than this sparsebench "
+                f"reads ({CARD_VERSION}); upgrade sparsebench"
+            )
+        parts, splits = [], []
+        for name, info in card["files"].items():
+            f = path / info["file"]
+            if not f.is_file():
+                raise DatasetError(f"{f} is missing; rebuild the dataset")
+            if verify and sha256_file(f) != info["sha256"]:
+                raise DatasetError(
+                    f"{f} does not match the sha256 in card.json (truncated or modified); "
+                    "rebuild the dataset"
+                )
+            try:
+                t = load_file(str(f))
+            except (SafetensorError, OSError, ValueError) as e:
+                raise DatasetError(f"{f} cannot be read ({e}); rebuild the dataset") from None
+            for key in ("q", "k", "lengths"):
+                if key not in t:
+                    raise DatasetError(f"{f} lacks tensor {key!r}; rebuild the dataset")
+            parts.append(t)
+            splits += [name] * int(t["lengths"].shape[0])
+        n = max(int(t["q"].shape[3]) for t in parts)
+        cat = lambda key: torch.cat([_pad_n(t[key], n) for t in parts])  # noqa: E731
+        has_v = all("v" in t for t in parts)
+        return cls(
+            q=cat("q"),
+            k=cat("k"),
+            v=cat("v") if has_v else None,
+            lengths=torch.cat([t["lengths"] for t in parts]),
+            causal=bool(card["causal"]),
+            alpha=float(card["alpha"]),
+            splits=splits,
+            meta=card,
+        )
+
+
+def _pad_n(t: Tensor, n: int) -> Tensor:
+    return torch.nn.functional.pad(t, (0, 0, 0, n - t.shape[3])) if t.shape[3] < n else t
+
+
+def _replace_dir(tmp: Path, path: Path) -> None:
+    """Move ``tmp`` to ``path``; an existing ``path`` is swapped out first, then removed."""
+    old = None
+    if path.exists():
+        old = path.with_name(f".{path.name}.old-{os.getpid()}")
+        os.replace(path, old)
+    os.replace(tmp, path)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("sparsebench")
+    except PackageNotFoundError:
+        return "unknown"

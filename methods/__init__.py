@@ -1,0 +1,54 @@
+"""Methods that predict the attention graph, behind one registry.
+
+Add a method in three steps:
+
+1. Write ``methods/<name>.py`` with a ``@register("<name>")`` ``@dataclass(kw_only=True)``
+   subclass of :class:`Method` (or :class:`Composable`, to get the paper's ``window`` and
+   ``global_tokens`` options). Its fields are its parameters (mark predict-time knobs with
+   :func:`predict_time`); set the class-level ``tags`` and ``grid`` (``"paper"`` and ``"quick"``
+   sweeps); implement ``_predict(q, k, *, lengths, causal) -> Graph`` and, when it learns,
+   ``fit(train, layer) -> self`` storing state in attributes ending in ``_``.
+2. Add one import line for the module at the bottom of this file.
+3. Run ``pytest tests/test_methods_common.py``: the registry is the test matrix, so the new
+   method gets the contract checks for free.
+
+A separate distribution can add methods without touching this package by declaring an entry
+point in the group ``sparsebench.methods`` (``name = "module:Class"`` or a module that
+registers its classes on import).
+"""
+
+from __future__ import annotations
+
+from ._base import Composable, Grid, Method, Tags, check_qk, predict_time, window_band
+from ._registry import ENTRY_POINT_GROUP, UnknownNameError, create, get, names, register
+from .gold import attention_logits, gold_graph
+from .graph import Band, BlockLayout, DenseMask, Globals, Graph, Groups, Part, RowIndex
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "Band",
+    "BlockLayout",
+    "Composable",
+    "DenseMask",
+    "Globals",
+    "Graph",
+    "Grid",
+    "Groups",
+    "Method",
+    "Part",
+    "RowIndex",
+    "Tags",
+    "UnknownNameError",
+    "attention_logits",
+    "check_qk",
+    "create",
+    "get",
+    "gold_graph",
+    "names",
+    "predict_time",
+    "register",
+    "window_band",
+]
+
+# The explicit list of built-in methods: importing a module registers its methods.
+from . import reference, window  # noqa: E402, F401

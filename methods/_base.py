@@ -1,0 +1,244 @@
+"""The method contract: a dataclass of parameters, declared tags and grids, fit and predict."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Self
+
+import torch
+from torch import Tensor
+
+from .graph import Band, Globals, Graph
+
+if TYPE_CHECKING:  # type hints only: methods never import the datasets package at run time
+    from sparsebench.datasets import QKData
+
+__all__ = ["Composable", "Grid", "Method", "Tags", "check_qk", "predict_time"]
+
+Grid = Mapping[str, Mapping[str, list[Any]]]
+
+
+@dataclass(frozen=True)
+class Tags:
+    """Declared capabilities of a method (data, not flags set in ``__init__``).
+
+    Attributes:
+        requires_fit: ``fit`` must run on training data before ``predict``.
+        supports_causal: predicts valid graphs for causal (decoder) attention.
+        stochastic: uses randomness; ``seed`` fixes it.
+        learned: has parameters trained on data (projections, centroids).
+        reference: a reference row (gold, full, oracles), kept apart in leaderboards.
+        structure: the graph parts it produces (``dense``, ``rows``, ``groups``, ``band``,
+            ``globals``, ``blocks``), which execution kernels can use.
+        expected_failures: contract check name -> reason, for checks that cannot hold.
+    """
+
+    requires_fit: bool = False
+    supports_causal: bool = True
+    stochastic: bool = False
+    learned: bool = False
+    reference: bool = False
+    structure: tuple[str, ...] = ("dense",)
+    expected_failures: Mapping[str, str] = field(default_factory=dict)
+
+
+def predict_time(default: Any, **kw: Any) -> Any:
+    """A dataclass field that only matters at predict time (no refit when it changes)."""
+    return field(default=default, metadata={"refit": False, **kw})
+
+
+def check_qk(
+    q: Tensor, k: Tensor, *, lengths: Tensor | None = None, causal: bool = False
+) -> Tensor | None:
+    """Validate one layer's queries and keys; returns ``lengths`` as a CPU int64 tensor.
+
+    Raises:
+        ValueError: naming the problem and the fix.
+    """
+    for name, t in (("q", q), ("k", k)):
+        if not isinstance(t, Tensor):
+            raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.dim() != 4:
+            raise ValueError(
+                f"{name} must be (B, H, N, D) for one layer, got shape {tuple(t.shape)}; "
+                "select a layer first (QKData.layer(i))"
+            )
+        if not t.is_floating_point():
+            raise ValueError(f"{name} must be a float tensor, got {t.dtype}; cast with .float()")
+    B, H, N, D = q.shape
+    if B == 0:
+        raise ValueError("empty batch: q has no sequences (B=0); pass at least one sequence")
+    if N == 0 or k.shape[2] == 0:
+        raise ValueError(f"sequences must have at least one token, got N={N}, M={k.shape[2]}")
+    if k.shape[0] != B or k.shape[1] != H or k.shape[3] != D:
+        raise ValueError(
+            f"q {tuple(q.shape)} and k {tuple(k.shape)} disagree: they need the same batch, "
+            "heads and head dim, (B, H, N, D) and (B, H, M, D)"
+        )
+    if causal and k.shape[2] != N:
+        raise ValueError(f"causal attention needs as many keys as queries, got N={N}, M={k.shape[2]}")
+    for name, t in (("q", q), ("k", k)):
+        if not torch.isfinite(t).all():
+            raise ValueError(
+                f"{name} contains NaN or inf values; clean the data (e.g. check the extraction "
+                "for overflow in half precision)"
+            )
+    if lengths is None:
+        return None
+    lengths = torch.as_tensor(lengths)
+    if lengths.is_floating_point() or lengths.dim() != 1 or lengths.shape[0] != B:
+        raise ValueError(
+            f"lengths must be an int tensor of shape ({B},), got {lengths.dtype} "
+            f"{tuple(lengths.shape)}"
+        )
+    lengths = lengths.to(torch.long).cpu()
+    bound = min(N, k.shape[2])
+    if (lengths < 0).any() or (lengths > bound).any():
+        raise ValueError(f"lengths must lie in [0, {bound}], got {lengths.tolist()}")
+    return lengths
+
+
+@dataclass(kw_only=True)
+class Method:
+    """Base class of every method. Fields of the dataclass are its parameters.
+
+    Subclasses set ``name`` (through :func:`register`), ``tags`` and ``grid``, and implement
+    ``_predict``; learned methods also implement ``fit``. Learned state lives in attributes
+    that end in ``_``.
+    """
+
+    name: ClassVar[str] = ""
+    tags: ClassVar[Tags] = Tags()
+    grid: ClassVar[Grid] = {}
+    seed: int = 0
+
+    # -- parameters ----------------------------------------------------------------------
+    @classmethod
+    def param_names(cls) -> list[str]:
+        """Names of the parameters (the dataclass fields)."""
+        return [f.name for f in dataclasses.fields(cls)]
+
+    def get_params(self) -> dict[str, Any]:
+        """Parameters as a dict."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def clone(self, **changes: Any) -> Self:
+        """A new, unfitted instance with some parameters changed."""
+        from ._registry import check_params
+
+        check_params(type(self), changes)
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def fit_params(cls) -> list[str]:
+        """Parameters that change what ``fit`` learns (a change needs a refit)."""
+        return [f.name for f in dataclasses.fields(cls) if f.metadata.get("refit", True)]
+
+    @property
+    def id(self) -> str:
+        """Registry name plus the non-default parameters, e.g. ``window[w=16]``."""
+        changed = []
+        for f in dataclasses.fields(self):
+            default = f.default if f.default is not dataclasses.MISSING else None
+            if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+                default = f.default_factory()  # type: ignore[misc]
+            value = getattr(self, f.name)
+            if value != default:
+                changed.append(f"{f.name}={_fmt(value)}")
+        return f"{self.name}[{','.join(sorted(changed))}]" if changed else self.name
+
+    # -- behaviour -----------------------------------------------------------------------
+    def fit(self, train: QKData, layer: int) -> Self:
+        """Learn from one layer of the training split. The default learns nothing."""
+        return self
+
+    def predict(
+        self, q: Tensor, k: Tensor, *, lengths: Tensor | None = None, causal: bool = False
+    ) -> Graph:
+        """Predict the attention graph of one layer.
+
+        Args:
+            q: queries ``(B, H, N, D)``, unscaled.
+            k: keys ``(B, H, M, D)``.
+            lengths: ``(B,)`` valid lengths, or ``None`` when nothing is padded.
+            causal: whether the layer is a decoder's self-attention.
+
+        Returns:
+            The predicted :class:`Graph`, carrying ``lengths`` and ``causal``.
+        """
+        lengths = check_qk(q, k, lengths=lengths, causal=causal)
+        if causal and not self.tags.supports_causal:
+            raise NotImplementedError(f"{self.name} does not support causal attention")
+        if self.tags.requires_fit and not self._is_fitted():
+            raise RuntimeError(f"{self.id} must be fitted first: call .fit(train, layer)")
+        with torch.no_grad():
+            graph = self._predict(q, k, lengths=lengths, causal=causal)
+            graph = self._compose(graph, q.shape, lengths)
+        return graph.with_validity(lengths=lengths, causal=causal)
+
+    def _predict(self, q: Tensor, k: Tensor, *, lengths: Tensor | None, causal: bool) -> Graph:
+        raise NotImplementedError
+
+    def _compose(self, graph: Graph, shape, lengths) -> Graph:
+        return graph
+
+    def _is_fitted(self) -> bool:
+        return any(a.endswith("_") and not a.startswith("_") for a in vars(self))
+
+    def _generator(self, *salt: int) -> torch.Generator:
+        g = torch.Generator()
+        g.manual_seed(hash((self.seed, *salt)) & 0x7FFFFFFF)
+        return g
+
+
+def window_band(w: int) -> Band | None:
+    """The paper's window of ``w`` tokens as a band: ``j - i`` in ``[(-w)//2 + 1, w//2]``.
+
+    An odd ``w`` is symmetric (``|i - j| <= (w-1)/2``); an even ``w`` reaches one token further
+    ahead than behind (``w=4``: ``j - i`` in ``{-1, 0, 1, 2}``). ``w = 0`` is no window.
+    """
+    if w < 0:
+        raise ValueError(f"window w must be >= 0, got {w}")
+    if w == 0:
+        return None
+    return Band((-w) // 2 + 1, w // 2)
+
+
+def global_positions(lengths: Tensor | None, B: int, N: int, n_global: int) -> Globals | None:
+    """Global tokens: ``1`` = the first token, ``2`` = the first and the last real token."""
+    if n_global not in (0, 1, 2):
+        raise ValueError(f"global_tokens must be 0, 1 (first) or 2 (first and last), got {n_global}")
+    if n_global == 0:
+        return None
+    L = lengths if lengths is not None else torch.full((B,), N, dtype=torch.long)
+    first = torch.where(L > 0, 0, -1)
+    if n_global == 1:
+        return Globals(first.view(B, 1))
+    return Globals(torch.stack([first, L - 1], dim=1))  # length 0 gives -1: ignored
+
+
+@dataclass(kw_only=True)
+class Composable(Method):
+    """A method whose graph can be widened with a window and global tokens, as in the paper.
+
+    Attributes:
+        window: width ``w`` of the local band added to the prediction (0 = none).
+        global_tokens: 0 = none, 1 = first token, 2 = first and last real token; their rows and
+            columns are added to the prediction.
+    """
+
+    window: int = predict_time(0)
+    global_tokens: int = predict_time(0)
+
+    def _compose(self, graph: Graph, shape, lengths) -> Graph:
+        extra = [window_band(self.window), global_positions(lengths, shape[0], shape[2], self.global_tokens)]
+        return graph.union(*[p for p in extra if p is not None])
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:g}" if math.isfinite(v) else str(v)
+    return str(v)

@@ -1,0 +1,136 @@
+"""The one registry of methods: names to classes, with suggestions and entry-point plugins."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import fnmatch
+import warnings
+from collections.abc import Callable
+from importlib.metadata import entry_points
+from typing import Any
+
+from ._base import Method
+
+__all__ = ["ENTRY_POINT_GROUP", "UnknownNameError", "create", "get", "names", "register"]
+
+ENTRY_POINT_GROUP = "sparsebench.methods"
+
+_REGISTRY: dict[str, type[Method]] = {}
+_plugins_loaded = False
+
+
+class UnknownNameError(KeyError, ValueError):
+    """An unknown method or parameter name; the message suggests the closest names."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+def _suggest(name: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(name, choices, n=3, cutoff=0.5)
+    if close:
+        return "; did you mean " + " or ".join(repr(c) for c in close) + "?"
+    return f"; known: {', '.join(sorted(choices))}" if choices else ""
+
+
+def register(name: str) -> Callable[[type[Method]], type[Method]]:
+    """Class decorator that registers a method under ``name``.
+
+    Raises:
+        ValueError: if the name is taken or the class is not a ``Method`` dataclass.
+    """
+    if not name or not name.replace("_", "").isalnum() or name != name.lower():
+        raise ValueError(f"method names are lower snake_case, got {name!r}")
+
+    def deco(cls: type[Method]) -> type[Method]:
+        if not (isinstance(cls, type) and issubclass(cls, Method)):
+            raise ValueError(f"@register({name!r}) needs a subclass of Method, got {cls!r}")
+        if not dataclasses.is_dataclass(cls) or "__dataclass_fields__" not in vars(cls):
+            raise ValueError(f"{cls.__name__} must be decorated with @dataclass(kw_only=True)")
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            other = _REGISTRY[name]
+            raise ValueError(
+                f"method name {name!r} is already registered by "
+                f"{other.__module__}.{other.__qualname__}; pick another name"
+            )
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return deco
+
+
+def _load_plugins() -> None:
+    """Import the methods that other distributions declare in the entry-point group."""
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            obj = ep.load()
+        except Exception as e:  # a broken plugin must not break the suite
+            warnings.warn(f"could not load sparsebench method plugin {ep.name!r}: {e}", stacklevel=2)
+            continue
+        # A module registers its methods on import; a bare class is registered here.
+        if isinstance(obj, type) and issubclass(obj, Method) and obj not in _REGISTRY.values():
+            register(ep.name)(obj)
+
+
+def reload_plugins() -> None:
+    """Scan the entry-point group again (after installing a plugin in a running process)."""
+    global _plugins_loaded
+    _plugins_loaded = False
+    _load_plugins()
+
+
+def get(name: str) -> type[Method]:
+    """The method class registered as ``name``.
+
+    Raises:
+        UnknownNameError: with the closest registered names.
+    """
+    _load_plugins()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UnknownNameError(f"unknown method {name!r}{_suggest(name, list(_REGISTRY))}") from None
+
+
+def check_params(cls: type[Method], params: dict[str, Any]) -> None:
+    """Raise :class:`UnknownNameError` for parameters that ``cls`` does not have."""
+    known = cls.param_names()
+    for p in params:
+        if p not in known:
+            raise UnknownNameError(
+                f"method {cls.name!r} has no parameter {p!r}{_suggest(p, known)} "
+                f"(parameters: {', '.join(known)})"
+            )
+
+
+def create(name: str, **params: Any) -> Method:
+    """An instance of method ``name`` with the given parameters."""
+    cls = get(name)
+    check_params(cls, params)
+    return cls(**params)
+
+
+def names(pattern: str = "*", **tags: Any) -> list[str]:
+    """Registered names matching a glob ``pattern`` and, optionally, tag values.
+
+    Example: ``names("sparsefinder*", requires_fit=True)``.
+    """
+    _load_plugins()
+    out = []
+    for n in sorted(_REGISTRY):
+        if not fnmatch.fnmatchcase(n, pattern):
+            continue
+        t = _REGISTRY[n].tags
+        for key in tags:
+            if not hasattr(t, key):
+                known = [f.name for f in dataclasses.fields(t)]
+                raise UnknownNameError(f"unknown tag {key!r}{_suggest(key, known)}")
+        if all(getattr(t, key) == v for key, v in tags.items()):
+            out.append(n)
+    return out

@@ -1,0 +1,48 @@
+"""The window baseline: a band of ``w`` tokens around each query."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from torch import Tensor
+
+from ._base import Grid, Method, Tags, window_band
+from ._registry import register
+from .graph import Graph
+
+__all__ = ["Window"]
+
+_MT_WINDOWS = [0, 1, 3, 5, 7, 9, 11, 15, 19, 23, 27]
+_MLM_WINDOWS = [0, 1, 3, 7, 11, 25, 31, 41, 51, 75, 101, 125, 151, 175, 201, 251, 301, 351, 401,
+                451, 501, 512]
+
+
+@register("window")
+@dataclass(kw_only=True)
+class Window(Method):
+    """A band of ``w`` tokens around each query, as the window baseline of Sparsefinder.
+
+    Paper: Treviso et al., "Predicting Attention Sparsity in Transformers", SPNLP 2022
+    (arXiv:2109.12188), window-only baseline. Query ``i`` keeps keys ``j`` with
+    ``(-w)//2 + 1 <= j - i <= w//2``: an odd ``w`` is symmetric, an even ``w`` reaches one token
+    further ahead than behind (``w=4`` keeps ``j - i`` in ``{-1, 0, 1, 2}``). The band is not
+    shifted at the sequence ends, so edge rows keep fewer keys; in a decoder the causal mask then
+    leaves the past part of the band. ``w=0`` predicts no edges. No deviation from the paper.
+
+    Attributes:
+        w: window width in tokens.
+    """
+
+    w: int = 3
+    tags: ClassVar[Tags] = Tags(structure=("band",))
+    grid: ClassVar[Grid] = {
+        "paper": {"w": _MT_WINDOWS},
+        "paper_mlm": {"w": _MLM_WINDOWS},
+        "quick": {"w": [1, 3, 11, 27]},
+    }
+
+    def _predict(self, q: Tensor, k: Tensor, *, lengths, causal) -> Graph:
+        B, H, N, _ = q.shape
+        band = window_band(self.w)
+        return Graph((B, H, N, k.shape[2]), [band] if band else [])
