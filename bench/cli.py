@@ -101,8 +101,15 @@ def cmd_methods(args) -> int:
         cls = methods.get(name)
         params = {f.name: f.default for f in dataclasses.fields(cls)}
         tags = {k: v for k, v in dataclasses.asdict(cls.tags).items() if v}
-        rows.append({"name": name, "params": params, "tags": tags, "grid": cls.grid,
-                     "doc": (cls.__doc__ or "").strip().splitlines()[0]})
+        rows.append(
+            {
+                "name": name,
+                "params": params,
+                "tags": tags,
+                "grid": cls.grid,
+                "doc": (cls.__doc__ or "").strip().splitlines()[0],
+            }
+        )
     if args.json:
         print(json.dumps(rows, indent=2, default=str))
         return 0
@@ -122,11 +129,22 @@ def cmd_evaluate(args) -> int:
     method = _method_from_args(args.method, args.param)
     data = _load_data(args.data)
     layers = None if args.layer is None else [args.layer]
-    res = evaluate(data, method, layers=layers, split=args.split, batch_size=args.batch_size,
-                   block_size=args.block_size)
-    summary = {"method": method.id, "data": data.meta.get("name", args.data),
-               "layers": list(res["layers"]), **res["metrics"],
-               "fit_s": res["fit_s"], "predict_s": res["predict_s"]}
+    res = evaluate(
+        data,
+        method,
+        layers=layers,
+        split=args.split,
+        batch_size=args.batch_size,
+        block_size=args.block_size,
+    )
+    summary = {
+        "method": method.id,
+        "data": data.meta.get("name", args.data),
+        "layers": list(res["layers"]),
+        **res["metrics"],
+        "fit_s": res["fit_s"],
+        "predict_s": res["predict_s"],
+    }
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
@@ -140,11 +158,20 @@ def cmd_datasets(args) -> int:
     from sparsebench import datasets
 
     if args.action == "synthetic":
-        data = datasets.synthetic(num_seqs=args.num_seqs, layers=args.layers, heads=args.heads,
-                                  n=args.n, d=args.dim, causal=args.causal, seed=args.seed)
+        data = datasets.synthetic(
+            num_seqs=args.num_seqs,
+            layers=args.layers,
+            heads=args.heads,
+            n=args.n,
+            d=args.dim,
+            causal=args.causal,
+            seed=args.seed,
+        )
         path = data.save(args.dir)
-        print(f"wrote synthetic dataset ({len(data)} sequences, {data.num_layers} layers, "
-              f"{data.num_heads} heads, n<={args.n}) to {path}")
+        print(
+            f"wrote synthetic dataset ({len(data)} sequences, {data.num_layers} layers, "
+            f"{data.num_heads} heads, n<={args.n}) to {path}"
+        )
         return 0
     if args.action == "info":
         data = datasets.load(args.dir)
@@ -168,7 +195,9 @@ def cmd_speed(args) -> int:
     for n in lengths:
         for impl in impls:
             if impl != "gold" and n > args.max_dense:
-                rows.append({"impl": impl, "n": n, "note": f"skipped (n > --max-dense {args.max_dense})"})
+                rows.append(
+                    {"impl": impl, "n": n, "note": f"skipped (n > --max-dense {args.max_dense})"}
+                )
                 continue
             print(f"measuring {impl} n={n} ...", file=sys.stderr, flush=True)
             rec = measure(impl, n, args.heads, args.dim, args.repeats)
@@ -176,13 +205,24 @@ def cmd_speed(args) -> int:
             rows.append(rec)
             if args.out:
                 append_record(args.out, rec)
-    base = {(r["n"]): r["time_min_s"] for r in rows if r.get("impl") == "entmax15" and "time_min_s" in r}
+    base = {
+        (r["n"]): r["time_min_s"] for r in rows if r.get("impl") == "entmax15" and "time_min_s" in r
+    }
     for r in rows:
         if "time_min_s" in r and r["n"] in base:
             r["speedup_vs_entmax15"] = base[r["n"]] / r["time_min_s"]
-    cols = ["impl", "n", "time_min_s", "time_median_s", "peak_extra_mb", "speedup_vs_entmax15", "note"]
+    cols = [
+        "impl",
+        "n",
+        "time_min_s",
+        "time_median_s",
+        "peak_extra_mb",
+        "speedup_vs_entmax15",
+        "note",
+    ]
     print(_table(rows, cols))
-    print(f"device: {prov['device']} ({prov['cpu']}), {prov['threads']} threads, torch {prov['torch']}")
+    dev = f"{prov['device']} ({prov['cpu']})"
+    print(f"device: {dev}, {prov['threads']} threads, torch {prov['torch']}")
     if args.out:
         print(f"records appended to {args.out}")
     return 0
@@ -216,8 +256,10 @@ def cmd_run(args) -> int:
                 rows.append({"data": name, "method": m.id, **res["metrics"]})
     cols = ["data", "method", "recall", "sparsity", "exact", "precision", "mass_recall"]
     print(_table(rows, cols))
-    print("Synthetic data stands in until the bundled real-text datasets are built; "
-          f"data cached in {root}")
+    print(
+        "Synthetic data stands in until the bundled real-text datasets are built; "
+        f"data cached in {root}"
+    )
     return 0
 
 

@@ -31,8 +31,14 @@ def evaluate_layer(
     pooled: dict[str, list[torch.Tensor]] = {}
     predict_s = 0.0
     for batch in data.batches(layer, batch_size):
-        gold = gold_graph(batch.q, batch.k, alpha=data.alpha, lengths=batch.lengths,
-                          causal=data.causal, with_probs=True)
+        gold = gold_graph(
+            batch.q,
+            batch.k,
+            alpha=data.alpha,
+            lengths=batch.lengths,
+            causal=data.causal,
+            with_probs=True,
+        )
         t0 = time.perf_counter()
         pred = method.predict(batch.q, batch.k, lengths=batch.lengths, causal=data.causal)
         predict_s += time.perf_counter() - t0

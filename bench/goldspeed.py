@@ -80,10 +80,23 @@ def measure(impl: str, n: int, heads: int, dim: int, repeats: int, timeout: floa
     """Run :func:`run_case` in a fresh process and return its record."""
     if impl not in IMPLS:
         raise ValueError(f"unknown implementation {impl!r}; choose from {IMPLS}")
-    cmd = [sys.executable, "-m", "sparsebench.bench.goldspeed", impl, str(n), str(heads),
-           str(dim), str(repeats)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    cmd = [
+        sys.executable,
+        "-m",
+        "sparsebench.bench.goldspeed",
+        impl,
+        str(n),
+        str(heads),
+        str(dim),
+        str(repeats),
+    ]
+    proc = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
     if proc.returncode != 0:
         tail = proc.stderr.strip().splitlines()[-1:] or ["(no output)"]
         return {"impl": impl, "n": n, "heads": heads, "dim": dim, "error": tail[0]}

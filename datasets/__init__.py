@@ -13,7 +13,15 @@ from pathlib import Path
 from .qkdata import CARD_VERSION, DatasetError, LayerData, QKData, sha256_file
 from .synthetic import synthetic
 
-__all__ = ["CARD_VERSION", "DatasetError", "LayerData", "QKData", "load", "sha256_file", "synthetic"]
+__all__ = [
+    "CARD_VERSION",
+    "DatasetError",
+    "LayerData",
+    "QKData",
+    "load",
+    "sha256_file",
+    "synthetic",
+]
 
 
 def load(name_or_dir: str | os.PathLike) -> QKData:

@@ -28,7 +28,16 @@ from torch import Tensor
 __all__ = ["CARD_VERSION", "DatasetError", "LayerData", "QKData", "sha256_file"]
 
 CARD_VERSION = 1
-_REQUIRED_CARD = ("name", "card_version", "alpha", "causal", "layers", "heads", "head_dim", "splits")
+_REQUIRED_CARD = (
+    "name",
+    "card_version",
+    "alpha",
+    "causal",
+    "layers",
+    "heads",
+    "head_dim",
+    "splits",
+)
 
 
 class DatasetError(ValueError):
@@ -111,8 +120,10 @@ class QKData:
         if self.lengths.shape != (S,):
             raise DatasetError(f"lengths must have shape ({S},), got {tuple(self.lengths.shape)}")
         if (self.lengths < 1).any() or (self.lengths > n).any():
-            raise DatasetError(f"lengths must lie in [1, {n}], got min {int(self.lengths.min())} "
-                               f"max {int(self.lengths.max())}")
+            raise DatasetError(
+                f"lengths must lie in [1, {n}], got min {int(self.lengths.min())} "
+                f"max {int(self.lengths.max())}"
+            )
         if len(self.splits) != S:
             raise DatasetError(f"splits names {len(self.splits)} sequences, the data has {S}")
         if not self.alpha > 1:
@@ -218,7 +229,10 @@ class QKData:
         return card
 
     def save(self, path: str | os.PathLike, *, extra_card: dict[str, Any] | None = None) -> Path:
-        """Write the dataset directory atomically; returns its path."""
+        """Write the dataset directory atomically; returns its path.
+
+        Sequences are stored grouped by split, splits in first-seen order.
+        """
         from safetensors.torch import save_file
 
         path = Path(path)
@@ -229,6 +243,7 @@ class QKData:
             if extra_card:
                 card.update(extra_card)
             card["files"] = {}
+            card["split_order"] = self.split_names
             card["sparsebench_version"] = _version()
             for name in self.split_names:
                 sub = self.split(name)
@@ -262,7 +277,9 @@ class QKData:
         try:
             card = json.loads(card_path.read_text())
         except json.JSONDecodeError as e:
-            raise DatasetError(f"{card_path} is not valid JSON ({e}); rebuild the dataset") from None
+            raise DatasetError(
+                f"{card_path} is not valid JSON ({e}); rebuild the dataset"
+            ) from None
         missing = [key for key in _REQUIRED_CARD if key not in card]
         if missing or "files" not in card:
             raise DatasetError(f"{card_path} lacks {missing or ['files']}; rebuild the dataset")
@@ -272,7 +289,8 @@ class QKData:
                 f"reads ({CARD_VERSION}); upgrade sparsebench"
             )
         parts, splits = [], []
-        for name, info in card["files"].items():
+        for name in card.get("split_order", list(card["files"])):
+            info = card["files"][name]
             f = path / info["file"]
             if not f.is_file():
                 raise DatasetError(f"{f} is missing; rebuild the dataset")

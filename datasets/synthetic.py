@@ -53,8 +53,12 @@ def synthetic(
             pe = torch.cat([ang.cos(), ang.sin()], -1)[:, :d]  # (n, d)
             mix = torch.randn(d, d, generator=g) / math.sqrt(d)
             strength = 2.5 + layer
-            q[:, layer, h] = strength * pe + content @ mix + 0.3 * torch.randn(num_seqs, n, d, generator=g)
-            k[:, layer, h] = strength * pe + content @ mix.T + 0.3 * torch.randn(num_seqs, n, d, generator=g)
+            q[:, layer, h] = (
+                strength * pe + content @ mix + 0.3 * torch.randn(num_seqs, n, d, generator=g)
+            )
+            k[:, layer, h] = (
+                strength * pe + content @ mix.T + 0.3 * torch.randn(num_seqs, n, d, generator=g)
+            )
             k[:, layer, h, 0] += 1.5 * q[:, layer, h].mean(1)  # sink on the first token
     v = torch.randn(num_seqs, layers, heads, n, d, generator=g) if with_values else None
     pad = torch.arange(n).view(1, 1, 1, n, 1) >= lengths.view(-1, 1, 1, 1, 1)
@@ -70,4 +74,6 @@ def synthetic(
         "text_source": "none (random)",
         "seed": seed,
     }
-    return QKData(q=q, k=k, v=v, lengths=lengths, causal=causal, alpha=alpha, splits=splits, meta=meta)
+    return QKData(
+        q=q, k=k, v=v, lengths=lengths, causal=causal, alpha=alpha, splits=splits, meta=meta
+    )

@@ -79,7 +79,9 @@ def check_qk(
             "heads and head dim, (B, H, N, D) and (B, H, M, D)"
         )
     if causal and k.shape[2] != N:
-        raise ValueError(f"causal attention needs as many keys as queries, got N={N}, M={k.shape[2]}")
+        raise ValueError(
+            f"causal attention needs as many keys as queries, got N={N}, M={k.shape[2]}"
+        )
     for name, t in (("q", q), ("k", k)):
         if not torch.isfinite(t).all():
             raise ValueError(
@@ -210,7 +212,9 @@ def window_band(w: int) -> Band | None:
 def global_positions(lengths: Tensor | None, B: int, N: int, n_global: int) -> Globals | None:
     """Global tokens: ``1`` = the first token, ``2`` = the first and the last real token."""
     if n_global not in (0, 1, 2):
-        raise ValueError(f"global_tokens must be 0, 1 (first) or 2 (first and last), got {n_global}")
+        raise ValueError(
+            f"global_tokens must be 0, 1 (first) or 2 (first and last), got {n_global}"
+        )
     if n_global == 0:
         return None
     L = lengths if lengths is not None else torch.full((B,), N, dtype=torch.long)
@@ -234,7 +238,10 @@ class Composable(Method):
     global_tokens: int = predict_time(0)
 
     def _compose(self, graph: Graph, shape, lengths) -> Graph:
-        extra = [window_band(self.window), global_positions(lengths, shape[0], shape[2], self.global_tokens)]
+        extra = [
+            window_band(self.window),
+            global_positions(lengths, shape[0], shape[2], self.global_tokens),
+        ]
         return graph.union(*[p for p in extra if p is not None])
 
 

@@ -71,7 +71,9 @@ def _load_plugins() -> None:
         try:
             obj = ep.load()
         except Exception as e:  # a broken plugin must not break the suite
-            warnings.warn(f"could not load sparsebench method plugin {ep.name!r}: {e}", stacklevel=2)
+            warnings.warn(
+                f"could not load sparsebench method plugin {ep.name!r}: {e}", stacklevel=2
+            )
             continue
         # A module registers its methods on import; a bare class is registered here.
         if isinstance(obj, type) and issubclass(obj, Method) and obj not in _REGISTRY.values():
@@ -95,7 +97,9 @@ def get(name: str) -> type[Method]:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise UnknownNameError(f"unknown method {name!r}{_suggest(name, list(_REGISTRY))}") from None
+        raise UnknownNameError(
+            f"unknown method {name!r}{_suggest(name, list(_REGISTRY))}"
+        ) from None
 
 
 def check_params(cls: type[Method], params: dict[str, Any]) -> None:

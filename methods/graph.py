@@ -384,9 +384,7 @@ class Graph:
         if not self.parts:
             return torch.zeros(B, H, dtype=torch.long)
         if len(self.parts) == 1:
-            lengths = (
-                self.lengths if self.lengths is not None else torch.full((B,), min(N, M))
-            )
+            lengths = self.lengths if self.lengths is not None else torch.full((B,), min(N, M))
             if self.lengths is None and N != M:
                 lengths = None
             if lengths is not None:

@@ -45,5 +45,3 @@ class Gold(Method):
 
     def _predict(self, q: Tensor, k: Tensor, *, lengths, causal) -> Graph:
         return gold_graph(q, k, alpha=self.alpha, lengths=lengths, causal=causal)
-
-

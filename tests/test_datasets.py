@@ -1,0 +1,111 @@
+"""QKData: validation, save/load round trip, atomic writes, checksums, splits."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from sparsebench import datasets
+from sparsebench.datasets import DatasetError, QKData
+
+
+def test_synthetic_is_seeded_and_split():
+    a = datasets.synthetic(seed=3)
+    b = datasets.synthetic(seed=3)
+    c = datasets.synthetic(seed=4)
+    assert torch.equal(a.q, b.q) and not torch.equal(a.q, c.q)
+    assert a.split_names == ["train", "eval"]
+    ev = a.split("eval")
+    assert len(ev) == 3 and ev.q.shape[3] == int(ev.lengths.max())
+    # zero padding past each length
+    for i, L in enumerate(a.lengths.tolist()):
+        assert a.q[i, :, :, L:].abs().sum() == 0
+
+
+def test_save_load_round_trip(tmp_path):
+    data = datasets.synthetic(num_seqs=5, layers=2, heads=2, n=16, d=8, causal=True)
+    path = data.save(tmp_path / "ds")
+    card = json.loads((path / "card.json").read_text())
+    assert card["causal"] is True and card["layers"] == 2 and card["heads"] == 2
+    assert set(card["files"]) == {"train", "eval"}
+    assert card["splits"]["train"]["num_seqs"] + card["splits"]["eval"]["num_seqs"] == 5
+    assert "unscaled" in card["scaling"]
+    back = QKData.load(path)
+    assert back.splits == data.splits
+    assert torch.equal(back.q, data.q) and torch.equal(back.k, data.k)
+    assert torch.equal(back.v, data.v) and torch.equal(back.lengths, data.lengths)
+    assert back.causal and back.alpha == 1.5
+
+
+def test_overwrite_is_atomic_and_leaves_no_temporaries(tmp_path):
+    datasets.synthetic(seed=0).save(tmp_path / "ds")
+    datasets.synthetic(seed=1).save(tmp_path / "ds")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
+    assert torch.equal(QKData.load(tmp_path / "ds").q, datasets.synthetic(seed=1).q)
+
+
+def test_failed_save_keeps_the_old_dataset(tmp_path, monkeypatch):
+    datasets.synthetic(seed=0).save(tmp_path / "ds")
+    import safetensors.torch
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", boom)
+    with pytest.raises(OSError, match="disk full"):
+        datasets.synthetic(seed=1).save(tmp_path / "ds")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
+    assert torch.equal(QKData.load(tmp_path / "ds").q, datasets.synthetic(seed=0).q)
+
+
+def test_truncated_or_modified_files_are_reported(tmp_path):
+    path = datasets.synthetic().save(tmp_path / "ds")
+    f = path / "eval.safetensors"
+    f.write_bytes(f.read_bytes()[:-100])
+    with pytest.raises(DatasetError, match="sha256.*rebuild"):
+        QKData.load(path)
+    with pytest.raises(DatasetError, match="cannot be read"):
+        QKData.load(path, verify=False)
+    (path / "eval.safetensors").unlink()
+    with pytest.raises(DatasetError, match="missing"):
+        QKData.load(path)
+
+
+def test_bad_directories(tmp_path):
+    with pytest.raises(DatasetError, match="no such directory"):
+        QKData.load(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match="no card.json"):
+        QKData.load(tmp_path / "empty")
+    (tmp_path / "empty" / "card.json").write_text("{not json")
+    with pytest.raises(DatasetError, match="not valid JSON"):
+        QKData.load(tmp_path / "empty")
+    with pytest.raises(DatasetError, match="no dataset directory"):
+        datasets.load(str(tmp_path / "nope"))
+
+
+def test_validation_names_the_problem():
+    q = torch.randn(2, 1, 1, 4, 3)
+    with pytest.raises(DatasetError, match="k has shape"):
+        QKData(q=q, k=torch.randn(2, 1, 1, 5, 3), lengths=[4, 4])
+    with pytest.raises(DatasetError, match="lengths must lie"):
+        QKData(q=q, k=q.clone(), lengths=[4, 9])
+    bad = q.clone()
+    bad[0, 0, 0, 0, 0] = float("inf")
+    with pytest.raises(DatasetError, match="NaN or inf"):
+        QKData(q=bad, k=q.clone(), lengths=[4, 4])
+    with pytest.raises(DatasetError, match="no split"):
+        QKData(q=q, k=q.clone(), lengths=[4, 4]).split("eval")
+
+
+def test_layer_and_batches():
+    data = datasets.synthetic(num_seqs=5, layers=3, heads=2, n=20, d=4)
+    layer = data.layer(2)
+    assert layer.q.shape == (5, 2, 20, 4)
+    batches = list(data.batches(1, batch_size=2))
+    assert [len(b.lengths) for b in batches] == [2, 2, 1]
+    assert all(b.q.shape[2] == int(b.lengths.max()) for b in batches)
+    with pytest.raises(DatasetError, match="out of range"):
+        data.layer(3)

@@ -1,0 +1,150 @@
+"""The contract every registered method meets: the registry is the test matrix.
+
+Checks run on each method's default configuration. A method that cannot meet a check declares
+it in ``tags.expected_failures`` (check name -> reason) and the check becomes an xfail.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from functools import cache
+
+import pytest
+import torch
+
+from sparsebench import datasets, methods
+from sparsebench.bench import Graph, gold_graph, graph_metrics
+
+NAMES = methods.names()
+
+
+@cache
+def data(causal: bool):
+    # n = 37: not a multiple of any block size; lengths vary below it.
+    return datasets.synthetic(num_seqs=10, layers=1, heads=2, n=37, d=8, causal=causal, seed=5)
+
+
+@cache
+def fitted(name: str, causal: bool):
+    m = methods.create(name)
+    if m.tags.requires_fit or m.tags.learned:
+        m.fit(data(causal).split("train"), 0)
+    return m
+
+
+def check(name: str, what: str):
+    reason = methods.get(name).tags.expected_failures.get(what)
+    if reason:
+        pytest.xfail(reason)
+
+
+def eval_batch(causal: bool):
+    ev = data(causal).split("eval")
+    layer = ev.layer(0)
+    return layer.q, layer.k, layer.lengths
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_params_are_dataclass_fields(name):
+    cls = methods.get(name)
+    assert dataclasses.is_dataclass(cls)
+    m = methods.create(name)
+    assert set(m.get_params()) == {f.name for f in dataclasses.fields(cls)}
+    assert m.clone().get_params() == m.get_params()
+    assert m.id.startswith(name)
+    assert cls.__doc__ and cls.__doc__.strip(), "class docstring names the paper"
+    assert "quick" in cls.grid, "a quick grid is declared"
+    for setting, grid in cls.grid.items():
+        for p in grid:
+            assert p in m.get_params(), f"grid {setting} sweeps unknown parameter {p}"
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["bidir", "causal"])
+@pytest.mark.parametrize("name", NAMES)
+def test_predict_shape_padding_causal(name, causal):
+    check(name, "predict")
+    if causal and not methods.get(name).tags.supports_causal:
+        q, k, lengths = eval_batch(causal)
+        with pytest.raises(NotImplementedError):
+            methods.create(name).predict(q, k, lengths=lengths, causal=True)
+        return
+    m = fitted(name, causal)
+    q, k, lengths = eval_batch(causal)
+    g = m.predict(q, k, lengths=lengths, causal=causal)
+    assert isinstance(g, Graph)
+    B, H, N, _ = q.shape
+    assert g.shape == (B, H, N, N)
+    dense = g.to_dense()
+    assert dense.dtype == torch.bool and dense.shape == (B, H, N, N)
+    assert torch.equal(g.num_edges(), dense.sum((-1, -2)))
+    pos = torch.arange(N)
+    for b, L in enumerate(lengths.tolist()):
+        assert not dense[b, :, L:].any() and not dense[b, :, :, L:].any(), "padding attended"
+    if causal:
+        assert not (dense & (pos.view(1, 1, 1, -1) > pos.view(1, 1, -1, 1))).any()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_padding_values_do_not_matter(name):
+    """Garbage in the padded positions must not change the predicted graph."""
+    check(name, "padding_invariant")
+    m = fitted(name, False)
+    q, k, lengths = eval_batch(False)
+    pad = torch.arange(q.shape[2]).view(1, 1, -1, 1) >= lengths.view(-1, 1, 1, 1)
+    noise = torch.randn(q.shape, generator=torch.Generator().manual_seed(0)) * 5
+    a = m.predict(q, k, lengths=lengths).to_dense()
+    b = m.predict(q + noise * pad, k + noise * pad, lengths=lengths).to_dense()
+    assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_deterministic_under_seed(name):
+    check(name, "deterministic")
+    q, k, lengths = eval_batch(False)
+    a = fitted(name, False).predict(q, k, lengths=lengths).to_dense()
+    fresh = methods.create(name)
+    if fresh.tags.requires_fit or fresh.tags.learned:
+        fresh.fit(data(False).split("train"), 0)
+    b = fresh.predict(q, k, lengths=lengths).to_dense()
+    assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_single_token_and_odd_lengths(name):
+    check(name, "tiny")
+    m = fitted(name, False)
+    g = torch.Generator().manual_seed(1)
+    q1, k1 = torch.randn(1, 2, 1, 8, generator=g), torch.randn(1, 2, 1, 8, generator=g)
+    assert m.predict(q1, k1).to_dense().shape == (1, 2, 1, 1)
+    q, k = torch.randn(2, 2, 37, 8, generator=g), torch.randn(2, 2, 37, 8, generator=g)
+    out = m.predict(q, k, lengths=torch.tensor([37, 19])).to_dense()
+    assert not out[1, :, 19:].any()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_empty_batch_is_rejected(name):
+    m = fitted(name, False)
+    with pytest.raises(ValueError, match="empty batch"):
+        m.predict(torch.zeros(0, 2, 4, 8), torch.zeros(0, 2, 4, 8))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_unfitted_learned_method_says_so(name):
+    if not methods.get(name).tags.requires_fit:
+        pytest.skip("needs no fit")
+    q, k, _ = eval_batch(False)
+    with pytest.raises(RuntimeError, match="fitted"):
+        methods.create(name).predict(q, k)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_reference_rows(causal):
+    q, k, lengths = eval_batch(causal)
+    gold = gold_graph(q, k, lengths=lengths, causal=causal)
+    for name, want in (
+        ("gold", {"recall": 1.0, "exact": 1.0, "precision": 1.0}),
+        ("full", {"recall": 1.0, "exact": 1.0, "sparsity": 0.0}),
+    ):
+        m = graph_metrics(methods.create(name).predict(q, k, lengths=lengths, causal=causal), gold)
+        for key, v in want.items():
+            assert m[key] == pytest.approx(v), (name, key)
