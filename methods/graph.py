@@ -74,7 +74,7 @@ class DenseMask(Part):
 
 @dataclass(frozen=True, eq=False)
 class RowIndex(Part):
-    """Per-query key lists ``(B|1, H|1, N, K)``; ``-1`` pads a row.
+    """Per-query key lists ``(B|1, H|1, N, K)``; ``-1`` pads a row; keys in a row are distinct.
 
     ``weights`` (same shape, optional) carries a value per listed edge, e.g. the gold
     α-entmax probability.
@@ -89,6 +89,17 @@ class RowIndex(Part):
         # -1 goes to a spare last column that is dropped.
         out.scatter_(-1, torch.where(idx < 0, shape[3], idx), True)
         return out[..., : shape[3]]
+
+    def count(self, lengths, causal, shape):  # noqa: D102
+        # Keys in a row are distinct, so valid listed entries are the edges.
+        B, H, N, M = shape
+        idx = self.index.expand(B, H, N, self.index.shape[-1])
+        L = lengths.view(B, 1, 1, 1).to(idx.device)
+        i = torch.arange(N, device=idx.device).view(1, 1, N, 1)
+        ok = (idx >= 0) & (idx < L) & (i < L)
+        if causal:
+            ok &= idx <= i
+        return ok.sum((-1, -2))
 
     def slab_weights(self, start: int, stop: int, shape) -> Tensor:
         """Dense float weights of rows ``[start, stop)`` (zero where no edge)."""

@@ -126,3 +126,14 @@ def test_dense_part_broadcasts_over_batch_and_heads():
     g = Graph((2, 4, 3, 3), [DenseMask(m)])
     assert g.to_dense().shape == (2, 4, 3, 3)
     assert torch.equal(g.num_edges(), torch.full((2, 4), 3))
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_row_index_closed_form_count(causal):
+    gen = torch.Generator().manual_seed(0)
+    idx = torch.stack([torch.randperm(9, generator=gen)[:4] for _ in range(2 * 3 * 9)])
+    idx = idx.view(2, 3, 9, 4)
+    idx[..., 3] = -1
+    lengths = torch.tensor([9, 5])
+    g = Graph((2, 3, 9, 9), [RowIndex(idx)], lengths=lengths, causal=causal)
+    assert torch.equal(g.num_edges(), g.to_dense().sum((-1, -2)))
