@@ -6,9 +6,7 @@ import argparse
 import dataclasses
 import json
 import math
-import os
 import sys
-from pathlib import Path
 from typing import Any
 
 __all__ = ["main"]
@@ -24,14 +22,6 @@ _USER_ERRORS: tuple[type[BaseException], ...] = (
 
 class CLIError(Exception):
     """A user error, printed as one line."""
-
-
-def cache_dir() -> Path:
-    """Where generated data goes: ``$SPARSEBENCH_HOME`` or ``~/.cache/sparsebench``."""
-    root = os.environ.get("SPARSEBENCH_HOME") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "sparsebench"
-    )
-    return Path(root)
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -154,30 +144,55 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_datasets(args) -> int:
-    """Make or describe datasets."""
+    """List, build, describe or train datasets."""
     from sparsebench import datasets
 
-    if args.action == "synthetic":
-        data = datasets.synthetic(
-            num_seqs=args.num_seqs,
-            layers=args.layers,
-            heads=args.heads,
-            n=args.n,
-            d=args.dim,
-            causal=args.causal,
-            seed=args.seed,
-        )
-        path = data.save(args.dir)
-        print(
-            f"wrote synthetic dataset ({len(data)} sequences, {data.num_layers} layers, "
-            f"{data.num_heads} heads, n<={args.n}) to {path}"
-        )
+    action = args.action
+    if action in ("build", "info", "train", "synthetic") and not args.target:
+        raise CLIError(f"`sparsebench datasets {action}` needs a NAME (or a DIR for synthetic)")
+    if action == "list":
+        print(f"cache: {datasets.cache_root() / 'datasets'}  (set SPARSEBENCH_HOME to move it)")
+        for name, (desc, _) in datasets.DATASETS.items():
+            path = datasets.dataset_dir(name)
+            state = "built" if (path / "card.json").exists() else "not built"
+            print(f"  {name:<18} {state:<10} {desc}")
+            if state == "built":
+                card = datasets.QKData.load(path, verify=False).meta
+                splits = ", ".join(f"{k}: {v['num_seqs']}" for k, v in card["splits"].items())
+                print(
+                    f"  {'':<18} {card['layers']} layers x {card['heads']} heads, "
+                    f"d={card['head_dim']}, causal={card['causal']}, {splits}; gold sparsity "
+                    f"per layer {card.get('gold_sparsity_per_layer', '?')}"
+                )
         return 0
-    if args.action == "info":
-        data = datasets.load(args.dir)
+    if action == "build":
+        path = datasets.build(args.target, args.out, log=lambda m: print(m, flush=True))
+        print(f"wrote {path}")
+        return 0
+    if action == "info":
+        data = datasets.load(args.target)
         print(json.dumps(data.meta, indent=2))
         return 0
-    raise CLIError(f"unknown datasets action {args.action!r}")
+    if action == "train":
+        from sparsebench.datasets.shakespeare import train
+
+        train(args.target, steps=args.steps, log=lambda m: print(m, flush=True))
+        return 0
+    data = datasets.synthetic(
+        num_seqs=args.num_seqs,
+        layers=args.layers,
+        heads=args.heads,
+        n=args.n,
+        d=args.dim,
+        causal=args.causal,
+        seed=args.seed,
+    )
+    path = data.save(args.target)
+    print(
+        f"wrote synthetic dataset ({len(data)} sequences, {data.num_layers} layers, "
+        f"{data.num_heads} heads, n<={args.n}) to {path}"
+    )
+    return 0
 
 
 def cmd_speed(args) -> int:
@@ -229,37 +244,41 @@ def cmd_speed(args) -> int:
 
 
 def cmd_run(args) -> int:
-    """The main job: every method's quick grid on the bundled default data."""
+    """The main job: every method's quick grid on the bundled datasets."""
     from sparsebench import datasets, methods
     from sparsebench.bench.evaluate import evaluate
 
-    root = cache_dir() / "datasets"
+    names = args.data or ["shakespeare-lm", "shakespeare-mlm"]
     rows = []
-    for causal in (False, True):
-        name = f"synthetic-{'causal' if causal else 'bidir'}"
-        path = root / name
-        try:
-            data = datasets.load(path)
-        except datasets.DatasetError:
-            data = datasets.synthetic(causal=causal, seed=0)
-            data.save(path)
-            print(f"built {name} in {path}")
-        for mname in methods.names():
+    for name in names:
+        data = datasets.load(name, log=lambda m: print(m, flush=True))
+        print(f"{name}: {datasets.dataset_dir(name) if name in datasets.DATASETS else name}")
+        gold_cache: dict = {}
+        for mname in methods.names(args.methods):
             cls = methods.get(mname)
-            if causal and not cls.tags.supports_causal:
+            if data.causal and not cls.tags.supports_causal:
                 continue
             grid = cls.grid.get("quick", {})
             configs = [dict(zip(grid, vals, strict=True)) for vals in _product(grid)] or [{}]
             for params in configs:
                 m = methods.create(mname, **params)
-                res = evaluate(data, m)
-                rows.append({"data": name, "method": m.id, **res["metrics"]})
-    cols = ["data", "method", "recall", "sparsity", "exact", "precision", "mass_recall"]
+                res = evaluate(data, m, gold_cache=gold_cache)
+                rows.append(
+                    {
+                        "data": name,
+                        "method": m.id,
+                        **res["metrics"],
+                        "fit_s": res["fit_s"],
+                        "predict_s": res["predict_s"],
+                    }
+                )
+                print(
+                    f"  {m.id:<40} recall {res['metrics']['recall']:.3f}  "
+                    f"sparsity {res['metrics']['sparsity']:.3f}",
+                    flush=True,
+                )
+    cols = ["data", "method", "recall", "sparsity", "exact", "precision", "mass_recall", "fit_s"]
     print(_table(rows, cols))
-    print(
-        "Synthetic data stands in until the bundled real-text datasets are built; "
-        f"data cached in {root}"
-    )
     return 0
 
 
@@ -284,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_methods)
 
     s = sub.add_parser("evaluate", help="score one configuration on a dataset")
-    s.add_argument("--data", required=True, help="dataset directory")
+    s.add_argument("--data", required=True, help="dataset name or directory")
     s.add_argument("--method", required=True)
     s.add_argument("--param", action="append", metavar="K=V", help="method parameter (repeat)")
     s.add_argument("--layer", type=int, help="only this layer (default: all, averaged)")
@@ -294,9 +313,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_evaluate)
 
-    s = sub.add_parser("datasets", help="make or describe datasets")
-    s.add_argument("action", choices=["synthetic", "info"])
-    s.add_argument("dir", help="dataset directory")
+    s = sub.add_parser("datasets", help="list, build, describe or train datasets")
+    s.add_argument(
+        "action", nargs="?", default="list", choices=["list", "build", "info", "train", "synthetic"]
+    )
+    s.add_argument("target", nargs="?", help="dataset name (or directory for info/synthetic)")
+    s.add_argument("--out", help="build into this directory instead of the cache")
+    s.add_argument("--steps", type=int, help="train: number of steps (default: the recipe's)")
     s.add_argument("--num-seqs", type=int, default=12)
     s.add_argument("--layers", type=int, default=2)
     s.add_argument("--heads", type=int, default=4)
@@ -316,7 +339,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="append JSON records to this file")
     s.set_defaults(func=cmd_speed)
 
-    s = sub.add_parser("run", help="the main job on the default data")
+    s = sub.add_parser("run", help="the main job on the bundled datasets")
+    s.add_argument("--data", action="append", help="dataset name or directory (repeat)")
+    s.add_argument("--methods", default="*", help="glob over method names")
     s.set_defaults(func=cmd_run)
     return p
 

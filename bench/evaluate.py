@@ -22,23 +22,31 @@ def evaluate_layer(
     *,
     batch_size: int = 16,
     block_size: int | None = None,
+    gold_cache: dict | None = None,
 ) -> dict:
     """Graph metrics of ``method`` (already fitted) on one layer of ``data``.
 
     Sequences are scored in batches trimmed to their longest member; per-sequence figures are
-    pooled over all batches before the paper's averaging (over sequences, then heads).
+    pooled over all batches before the paper's averaging (over sequences, then heads). Gold
+    graphs are kept in ``gold_cache`` (keyed by layer and batch) when one is given, so a sweep
+    computes each only once.
     """
     pooled: dict[str, list[torch.Tensor]] = {}
     predict_s = 0.0
-    for batch in data.batches(layer, batch_size):
-        gold = gold_graph(
-            batch.q,
-            batch.k,
-            alpha=data.alpha,
-            lengths=batch.lengths,
-            causal=data.causal,
-            with_probs=True,
-        )
+    for bi, batch in enumerate(data.batches(layer, batch_size)):
+        key = (layer, batch_size, bi)
+        gold = None if gold_cache is None else gold_cache.get(key)
+        if gold is None:
+            gold = gold_graph(
+                batch.q,
+                batch.k,
+                alpha=data.alpha,
+                lengths=batch.lengths,
+                causal=data.causal,
+                with_probs=True,
+            )
+            if gold_cache is not None:
+                gold_cache[key] = gold
         t0 = time.perf_counter()
         pred = method.predict(batch.q, batch.k, lengths=batch.lengths, causal=data.causal)
         predict_s += time.perf_counter() - t0
@@ -63,8 +71,11 @@ def evaluate(
     fit: bool = True,
     batch_size: int = 16,
     block_size: int | None = None,
+    gold_cache: dict | None = None,
 ) -> dict:
     """Fit ``method`` on the train split (when it learns) and score it on ``split``.
+
+    Pass the same ``gold_cache`` dict to evaluations of one dataset split to reuse gold graphs.
 
     Returns:
         ``{"metrics": {...averaged over layers}, "layers": {layer: {...}}, "fit_s": float,
@@ -83,7 +94,9 @@ def evaluate(
             t0 = time.perf_counter()
             m = method.clone().fit(train, i)
             fit_s += time.perf_counter() - t0
-        per_layer[i] = evaluate_layer(m, target, i, batch_size=batch_size, block_size=block_size)
+        per_layer[i] = evaluate_layer(
+            m, target, i, batch_size=batch_size, block_size=block_size, gold_cache=gold_cache
+        )
         predict_s += per_layer[i].pop("predict_s")
     return {
         "metrics": average_layers(per_layer.values()),
