@@ -7,6 +7,7 @@ import dataclasses
 import json
 import math
 import sys
+from pathlib import Path
 from typing import Any
 
 __all__ = ["main"]
@@ -243,6 +244,23 @@ def cmd_speed(args) -> int:
     return 0
 
 
+def cmd_sweep(args) -> int:
+    """Run a resumable grid sweep and append records."""
+    from sparsebench import datasets
+    from sparsebench.bench.sweep import sweep
+
+    data = datasets.load(args.data, log=lambda m: print(m, flush=True))
+    name = data.meta.get("name", Path(args.data).name)
+    out = Path(args.out) if args.out else Path(args.results) / name / "records.jsonl"
+    layers = [int(x) for x in args.layers.split(",")] if args.layers else None
+    res = sweep(data, out, dataset=name, methods=args.methods, grid=args.grid, layers=layers)
+    print(
+        f"{res['done']} records written, {res['skipped']} already done, "
+        f"{res['failed']} failed -> {out}"
+    )
+    return 0 if res["failed"] == 0 else 1
+
+
 def cmd_run(args) -> int:
     """The main job: every method's quick grid on the bundled datasets."""
     from sparsebench import datasets, methods
@@ -338,6 +356,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-dense", type=int, default=4096, help="skip dense entmax above this n")
     s.add_argument("--out", help="append JSON records to this file")
     s.set_defaults(func=cmd_speed)
+
+    s = sub.add_parser("sweep", help="a resumable grid sweep (records as JSON lines)")
+    s.add_argument("--data", required=True, help="dataset name or directory")
+    s.add_argument("--methods", default="*", help="glob over method names")
+    s.add_argument("--grid", default="quick", help="grid setting: quick or paper")
+    s.add_argument("--layers", help="comma-separated layers (default: all)")
+    s.add_argument("--results", default="results", help="results folder")
+    s.add_argument("--out", help="records file (default: RESULTS/<dataset>/records.jsonl)")
+    s.set_defaults(func=cmd_sweep)
 
     s = sub.add_parser("run", help="the main job on the bundled datasets")
     s.add_argument("--data", action="append", help="dataset name or directory (repeat)")

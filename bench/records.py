@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-__all__ = ["append_record", "provenance", "read_records"]
+__all__ = ["append_record", "provenance", "read_records", "repair_tail"]
 
 
 @lru_cache(maxsize=1)
@@ -87,3 +87,15 @@ def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             continue
     return out
+
+
+def repair_tail(path: str | os.PathLike) -> None:
+    """Cut a torn last line (a writer killed mid-record) so appends start on a fresh line."""
+    path = Path(path)
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with open(path, "rb+") as f:
+        data = f.read()
+        if data.endswith(b"\n"):
+            return
+        f.truncate(data.rfind(b"\n") + 1)

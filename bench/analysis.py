@@ -1,0 +1,143 @@
+"""Analysis of sweep records: layer averages, Pareto frontiers and summary figures.
+
+A record is one (dataset, method configuration, layer) with its metrics. Configurations are
+compared on layer-averaged figures, as the paper does. The frontier of a method is the set of
+its configurations that no other configuration of the same method beats on both recall and
+sparsity. Summary figures read the frontier:
+
+* ``sparsity@0.90`` (``@0.95``, ``@0.99``): the highest sparsity of a configuration whose recall
+  is at least 0.90, with that configuration;
+* ``auc``: the area under the frontier's step curve ``R(s)`` = the best recall among
+  configurations of sparsity at least ``s``, for ``s`` from 0 to 1 (a configuration with recall
+  1 at sparsity ``s`` alone gives an area of ``s``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import pandas as pd
+
+__all__ = [
+    "METRIC_COLUMNS",
+    "THRESHOLDS",
+    "layer_average",
+    "load_records",
+    "pareto_frontier",
+    "summarize",
+]
+
+THRESHOLDS = (0.90, 0.95, 0.99)
+METRIC_COLUMNS = (
+    "recall",
+    "sparsity",
+    "exact",
+    "precision",
+    "mass_recall",
+    "gold_sparsity",
+    "block_sparsity",
+    "gold_block_sparsity",
+    "fit_s",
+    "predict_s",
+)
+_KEYS = ["dataset", "method", "method_id"]
+
+
+def load_records(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> pd.DataFrame:
+    """Records of JSON-lines files (or every ``*.jsonl`` under a directory) as a DataFrame.
+
+    Torn last lines (a killed writer) are skipped. Parameters become ``param.<name>`` columns.
+    """
+    from .records import read_records
+
+    if isinstance(paths, str | os.PathLike):
+        p = Path(paths)
+        files = sorted(p.rglob("*.jsonl")) if p.is_dir() else [p]
+    else:
+        files = [Path(x) for x in paths]
+    rows = []
+    for f in files:
+        for rec in read_records(f):
+            flat = {k: v for k, v in rec.items() if k not in ("params", "per_head")}
+            for k, v in (rec.get("params") or {}).items():
+                flat[f"param.{k}"] = json.dumps(v) if isinstance(v, list | dict) else v
+            rows.append(flat)
+    return pd.DataFrame(rows)
+
+
+def layer_average(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per (dataset, method configuration): metrics averaged over its layers."""
+    if df.empty:
+        return df
+    metrics = [c for c in METRIC_COLUMNS if c in df.columns]
+    keep = [c for c in df.columns if c.startswith("param.")]
+    agg = {c: "mean" for c in metrics}
+    agg.update({c: "first" for c in keep})
+    agg["layer"] = "nunique"
+    out = df.groupby(_KEYS, sort=False, dropna=False).agg(agg).reset_index()
+    return out.rename(columns={"layer": "num_layers"})
+
+
+def pareto_frontier(df: pd.DataFrame, x: str = "sparsity", y: str = "recall") -> pd.DataFrame:
+    """Configurations not beaten on both ``x`` and ``y`` by another one of the same method.
+
+    Expects layer-averaged rows. Returns them sorted by method, then ``x`` ascending. Of
+    configurations with identical figures the first is kept.
+    """
+    if df.empty:
+        return df
+    keep = []
+    for _, group in df.groupby(["dataset", "method"], sort=False):
+        g = group.sort_values([x, y], ascending=[False, False], kind="stable")
+        best = float("-inf")
+        for idx, row in g.iterrows():
+            if row[y] > best:
+                keep.append(idx)
+                best = row[y]
+    front = df.loc[keep]
+    return front.sort_values(["dataset", "method", x], kind="stable").reset_index(drop=True)
+
+
+def _auc(front: pd.DataFrame, x: str, y: str) -> float:
+    """Area under s -> max{y : x >= s} for s in [0, 1]."""
+    pts = front.sort_values(x)[[x, y]].to_numpy()
+    area, prev = 0.0, 0.0
+    # For s in (prev, x_i], the best recall available is the max over points with x >= x_i.
+    for i, (xi, _) in enumerate(pts):
+        best = max(p[1] for p in pts[i:])
+        area += (min(xi, 1.0) - prev) * best
+        prev = min(xi, 1.0)
+    return area
+
+
+def summarize(df: pd.DataFrame, thresholds: Iterable[float] = THRESHOLDS) -> pd.DataFrame:
+    """Summary figures per (dataset, method) from layer-averaged rows.
+
+    Columns: ``sparsity@t`` and ``config@t`` for each threshold ``t`` (NaN / empty when no
+    configuration reaches it), ``auc``, the number of configurations, and the best recall.
+    """
+    rows = []
+    front = pareto_frontier(df)
+    for (dataset, method), g in df.groupby(["dataset", "method"], sort=False):
+        f = front[(front["dataset"] == dataset) & (front["method"] == method)]
+        row = {
+            "dataset": dataset,
+            "method": method,
+            "configs": len(g),
+            "best_recall": float(g["recall"].max()),
+            "auc": _auc(f, "sparsity", "recall"),
+        }
+        for t in thresholds:
+            ok = f[f["recall"] >= t]
+            if ok.empty:
+                row[f"sparsity@{t:.2f}"] = float("nan")
+                row[f"config@{t:.2f}"] = ""
+            else:
+                best = ok.loc[ok["sparsity"].idxmax()]
+                row[f"sparsity@{t:.2f}"] = float(best["sparsity"])
+                row[f"config@{t:.2f}"] = best["method_id"]
+        rows.append(row)
+    return pd.DataFrame(rows)
