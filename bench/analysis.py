@@ -68,8 +68,12 @@ def load_records(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> pd.D
     return pd.DataFrame(rows)
 
 
-def layer_average(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per (dataset, method configuration): metrics averaged over its layers."""
+def layer_average(df: pd.DataFrame, complete: bool = True) -> pd.DataFrame:
+    """One row per (dataset, method configuration): metrics averaged over its layers.
+
+    With ``complete`` a configuration counts only when it has as many layers as the most
+    complete configuration of its dataset (a sweep still in progress is not half-averaged).
+    """
     if df.empty:
         return df
     metrics = [c for c in METRIC_COLUMNS if c in df.columns]
@@ -78,7 +82,11 @@ def layer_average(df: pd.DataFrame) -> pd.DataFrame:
     agg.update({c: "first" for c in keep})
     agg["layer"] = "nunique"
     out = df.groupby(_KEYS, sort=False, dropna=False).agg(agg).reset_index()
-    return out.rename(columns={"layer": "num_layers"})
+    out = out.rename(columns={"layer": "num_layers"})
+    if complete:
+        most = out.groupby("dataset")["num_layers"].transform("max")
+        out = out[out["num_layers"] == most].reset_index(drop=True)
+    return out
 
 
 def pareto_frontier(df: pd.DataFrame, x: str = "sparsity", y: str = "recall") -> pd.DataFrame:

@@ -261,49 +261,56 @@ def cmd_sweep(args) -> int:
     return 0 if res["failed"] == 0 else 1
 
 
-def cmd_run(args) -> int:
-    """The main job: every method's quick grid on the bundled datasets."""
-    from sparsebench import datasets, methods
-    from sparsebench.bench.evaluate import evaluate
+def cmd_leaderboard(args) -> int:
+    """Write tables, plots and the results page from the records."""
+    from sparsebench.bench.leaderboard import write_leaderboard
 
-    names = args.data or ["shakespeare-lm", "shakespeare-mlm"]
-    rows = []
-    for name in names:
-        data = datasets.load(name, log=lambda m: print(m, flush=True))
-        print(f"{name}: {datasets.dataset_dir(name) if name in datasets.DATASETS else name}")
-        gold_cache: dict = {}
-        for mname in methods.names(args.methods):
-            cls = methods.get(mname)
-            if data.causal and not cls.tags.supports_causal:
-                continue
-            grid = cls.grid.get("quick", {})
-            configs = [dict(zip(grid, vals, strict=True)) for vals in _product(grid)] or [{}]
-            for params in configs:
-                m = methods.create(mname, **params)
-                res = evaluate(data, m, gold_cache=gold_cache)
-                rows.append(
-                    {
-                        "data": name,
-                        "method": m.id,
-                        **res["metrics"],
-                        "fit_s": res["fit_s"],
-                        "predict_s": res["predict_s"],
-                    }
-                )
-                print(
-                    f"  {m.id:<40} recall {res['metrics']['recall']:.3f}  "
-                    f"sparsity {res['metrics']['sparsity']:.3f}",
-                    flush=True,
-                )
-    cols = ["data", "method", "recall", "sparsity", "exact", "precision", "mass_recall", "fit_s"]
-    print(_table(rows, cols))
+    for path in write_leaderboard(args.results):
+        print(f"wrote {path}")
     return 0
 
 
-def _product(grid: dict) -> list[tuple]:
-    import itertools
+def cmd_show(args) -> int:
+    """Draw one head of one sequence: the gold graph beside a method's prediction."""
+    from sparsebench import datasets
+    from sparsebench.bench.show import show
 
-    return list(itertools.product(*grid.values())) if grid else []
+    data = datasets.load(args.data, log=lambda m: print(m, flush=True))
+    method = _method_from_args(args.method, args.param)
+    out = show(data, method, layer=args.layer, head=args.head, seq=args.seq, out=args.out)
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_run(args) -> int:
+    """The main job: quick sweep of every method on the bundled datasets, then the leaderboard."""
+    import time
+
+    from sparsebench import datasets
+    from sparsebench.bench.leaderboard import write_leaderboard
+    from sparsebench.bench.sweep import sweep
+
+    t0 = time.perf_counter()
+    names = args.data or ["shakespeare-lm", "shakespeare-mlm"]
+    failed = 0
+    for spec in names:
+        data = datasets.load(spec, log=lambda m: print(m, flush=True))
+        name = data.meta.get("name", Path(spec).name)
+        out = Path(args.results) / name / "records.jsonl"
+        res = sweep(data, out, dataset=name, methods=args.methods, grid=args.grid)
+        failed += res["failed"]
+        print(f"{name}: {res['done']} records written, {res['skipped']} already done -> {out}")
+    paths = write_leaderboard(args.results)
+    for p in paths:
+        if p.name == "leaderboard.md":
+            print(f"\n{p}:")
+            lines = p.read_text().splitlines()
+            print("\n".join(lines[4:14]))
+    print(
+        f"\nleaderboard: {Path(args.results) / 'index.html'} "
+        f"({time.perf_counter() - t0:.0f} s in all)"
+    )
+    return 0 if failed == 0 else 1
 
 
 # -- parser --------------------------------------------------------------------------------
@@ -366,9 +373,25 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="records file (default: RESULTS/<dataset>/records.jsonl)")
     s.set_defaults(func=cmd_sweep)
 
+    s = sub.add_parser("leaderboard", help="tables, plots and index.html from records")
+    s.add_argument("--results", default="results", help="results folder")
+    s.set_defaults(func=cmd_leaderboard)
+
+    s = sub.add_parser("show", help="gold graph beside a method's graph, one head")
+    s.add_argument("--data", required=True, help="dataset name or directory")
+    s.add_argument("--method", required=True)
+    s.add_argument("--param", action="append", metavar="K=V", help="method parameter (repeat)")
+    s.add_argument("--layer", type=int, default=0)
+    s.add_argument("--head", type=int, default=0)
+    s.add_argument("--seq", type=int, default=0, help="sequence index in the eval split")
+    s.add_argument("--out", help="PNG path (default: show-<data>-<method>-L<l>H<h>.png)")
+    s.set_defaults(func=cmd_show)
+
     s = sub.add_parser("run", help="the main job on the bundled datasets")
     s.add_argument("--data", action="append", help="dataset name or directory (repeat)")
     s.add_argument("--methods", default="*", help="glob over method names")
+    s.add_argument("--grid", default="quick", help="grid setting (quick or paper)")
+    s.add_argument("--results", default="results", help="results folder")
     s.set_defaults(func=cmd_run)
     return p
 

@@ -134,9 +134,9 @@ def sweep(
                             block_size=BLOCK_SIZE,
                             gold_cache=gold_cache,
                         )
-                    except (ValueError, NotImplementedError, RuntimeError) as e:
+                    except Exception as e:  # one broken configuration must not end a sweep
                         failed += 1
-                        log(f"  {m.id} layer {layer}: failed ({e})")
+                        log(f"  {m.id} layer {layer}: failed ({type(e).__name__}: {e})")
                         bar.update(1)
                         continue
                     per_head = res.pop("per_head")

@@ -1,0 +1,285 @@
+"""Leaderboard tables, plots and the static results page, generated from records only."""
+
+from __future__ import annotations
+
+import html
+import math
+import os
+import platform
+from pathlib import Path
+
+import pandas as pd
+
+from sparsebench.methods import get
+
+from .analysis import THRESHOLDS, layer_average, load_records, pareto_frontier, summarize
+
+__all__ = ["display_name", "write_leaderboard"]
+
+_COLUMNS = [
+    # (column, header, higher is better, format)
+    ("sparsity@0.90", "Sparsity @ recall 0.90", True, "{:.3f}"),
+    ("sparsity@0.95", "Sparsity @ recall 0.95", True, "{:.3f}"),
+    ("sparsity@0.99", "Sparsity @ recall 0.99", True, "{:.3f}"),
+    ("auc", "AUC", True, "{:.3f}"),
+    ("best_recall", "Best recall", True, "{:.3f}"),
+    ("block_sparsity@0.95", "Block sparsity @ 0.95", True, "{:.3f}"),
+    ("exact@0.95", "Exact @ 0.95", True, "{:.3f}"),
+    ("fit_s", "Fit s", False, "{:.2f}"),
+    ("predict_ms", "Predict ms", False, "{:.1f}"),
+]
+
+
+def display_name(method: str) -> str:
+    """The name a table shows: the method's ``label`` when it declares one."""
+    try:
+        return getattr(get(method), "label", "") or method
+    except KeyError:
+        return method
+
+
+def _is_reference(method: str) -> bool:
+    try:
+        return bool(get(method).tags.reference)
+    except KeyError:
+        return method in ("gold", "full", "topk_oracle", "random")
+
+
+def _table(summary: pd.DataFrame, avg: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for _, s in summary.iterrows():
+        cfg = s.get("config@0.95", "")
+        at = avg[(avg["method_id"] == cfg) & (avg["dataset"] == s["dataset"])] if cfg else None
+        pick = at.iloc[0] if at is not None and len(at) else None
+        if pick is None:  # no configuration reaches 0.95: report the best-recall one
+            g = avg[(avg["method"] == s["method"]) & (avg["dataset"] == s["dataset"])]
+            pick = g.loc[g["recall"].idxmax()]
+        row = {
+            "method": s["method"],
+            "name": display_name(s["method"]),
+            "reference": _is_reference(s["method"]),
+            **{c: s[c] for c in s.index if c.startswith(("sparsity@", "config@"))},
+            "auc": s["auc"],
+            "best_recall": s["best_recall"],
+            "configs": s["configs"],
+            "block_sparsity@0.95": pick.get("block_sparsity", math.nan) if cfg else math.nan,
+            "exact@0.95": pick.get("exact", math.nan) if cfg else math.nan,
+            "fit_s": pick.get("fit_s", math.nan) * pick.get("num_layers", 1),
+            "predict_ms": 1000 * pick.get("predict_s", math.nan),
+            "timed_config": pick["method_id"],
+        }
+        rows.append(row)
+    t = pd.DataFrame(rows)
+    return t.sort_values(
+        ["reference", "sparsity@0.95", "auc"], ascending=[True, False, False], na_position="last"
+    ).reset_index(drop=True)
+
+
+def _markdown(t: pd.DataFrame, dataset: str, meta: str) -> str:
+    head = (
+        "| Method | "
+        + " | ".join(f"{h} {'↑' if up else '↓'}" for _, h, up, _ in _COLUMNS)
+        + " | Config @ 0.95 |"
+    )
+    sep = "|---" * (len(_COLUMNS) + 2) + "|"
+    lines = [f"# Leaderboard: {dataset}", "", meta, "", head, sep]
+    ranked = t[~t["reference"]]
+    best = {
+        c: (ranked[c].max() if up else ranked[c].min())
+        for c, _, up, _ in _COLUMNS
+        if c in ranked and ranked[c].notna().any()
+    }
+
+    def cells(r, bold: bool) -> str:
+        out = []
+        for c, _, _, fmt in _COLUMNS:
+            v = r.get(c, math.nan)
+            if v is None or (isinstance(v, float) and math.isnan(v)):
+                out.append("—")
+                continue
+            s = fmt.format(v)
+            out.append(f"**{s}**" if bold and c in best and v == best[c] else s)
+        return " | ".join(out)
+
+    for _, r in ranked.iterrows():
+        lines.append(f"| {r['name']} | {cells(r, True)} | `{r.get('config@0.95') or '—'}` |")
+    refs = t[t["reference"]]
+    if len(refs):
+        lines.append(f"| *reference rows* |{' |' * (len(_COLUMNS) + 1)}")
+        for _, r in refs.iterrows():
+            lines.append(f"| {r['name']} | {cells(r, False)} | `{r.get('config@0.95') or '—'}` |")
+    lines += [
+        "",
+        "Sparsity @ recall t: the highest sparsity of a configuration whose layer-averaged "
+        "recall is at least t (on the method's recall–sparsity frontier). AUC: area under the "
+        "frontier's step curve. Block sparsity, exact, fit and predict time are those of the "
+        "configuration reaching recall 0.95 (or, when none does, its best-recall one). "
+        "— : not reached. Reference rows are not ranked.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _pareto_plot(front: pd.DataFrame, avg: pd.DataFrame, dataset: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    sns.set_theme(style="whitegrid")
+    fig, ax = plt.subplots(figsize=(9, 6))
+    f = front.copy()
+    f["name"] = f["method"].map(display_name)
+    sns.lineplot(
+        data=f,
+        x="sparsity",
+        y="recall",
+        hue="name",
+        style="name",
+        markers=True,
+        dashes=False,
+        sort=True,
+        ax=ax,
+        estimator=None,
+    )
+    gold = float(avg["gold_sparsity"].mean())
+    ax.axvline(gold, color="black", ls="--", lw=1)
+    ax.annotate(
+        f"gold graph sparsity {gold:.3f}\n(no method passes it at recall 1)",
+        (gold, 0.02),
+        xytext=(-8, 0),
+        textcoords="offset points",
+        ha="right",
+        fontsize=8,
+    )
+    ax.set_xlim(max(0.0, min(0.5, f["sparsity"].min() - 0.02)), 1.0)
+    ax.set_ylim(0, 1.02)
+    ax.set_title(f"{dataset}: recall against sparsity (Pareto frontier of each method)")
+    ax.legend(fontsize=8, loc="lower left", ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _html(sections: list[tuple[str, pd.DataFrame, str]], meta: str) -> str:
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>sparsebench results</title>",
+        "<style>body{font-family:sans-serif;margin:2em;max-width:1400px}"
+        "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;"
+        "padding:3px 6px;text-align:right}th{cursor:pointer;background:#f3f3f3}"
+        "td:first-child,th:first-child{text-align:left}tr.ref{color:#666;font-style:italic}"
+        "img{max-width:100%}</style>",
+        "<script>function srt(t,c){const b=t.tBodies[0];const r=[...b.rows];const d=t.dataset"
+        ".d==c?-1:1;t.dataset.d=d==1?c:'';r.sort((x,y)=>{const a=x.cells[c].dataset.v??x.cells"
+        "[c].textContent,z=y.cells[c].dataset.v??y.cells[c].textContent;const p=parseFloat(a),"
+        "q=parseFloat(z);return (isNaN(p)||isNaN(q)?a.localeCompare(z):p-q)*d});r.forEach(e=>"
+        "b.appendChild(e))}</script></head><body><h1>sparsebench results</h1>",
+        f"<p>{html.escape(meta)}</p><p>Click a column header to sort.</p>",
+    ]
+    for dataset, t, img in sections:
+        parts.append(f"<h2>{html.escape(dataset)}</h2><table><thead><tr>")
+        cols = ["name"] + [c for c, *_ in _COLUMNS] + ["config@0.95"]
+        heads = (
+            ["Method"]
+            + [f"{h} {'↑' if up else '↓'}" for _, h, up, _ in _COLUMNS]
+            + ["Config @ 0.95"]
+        )
+        for i, h in enumerate(heads):
+            parts.append(f"<th onclick='srt(this.closest(\"table\"),{i})'>{html.escape(h)}</th>")
+        parts.append("</tr></thead><tbody>")
+        for _, r in t.iterrows():
+            parts.append(f"<tr class='{'ref' if r['reference'] else ''}'>")
+            for c in cols:
+                v = r.get(c, "")
+                if isinstance(v, float):
+                    text = "—" if math.isnan(v) else f"{v:.3f}"
+                    parts.append(f"<td data-v='{'' if math.isnan(v) else v}'>{text}</td>")
+                else:
+                    parts.append(f"<td>{html.escape(str(v or '—'))}</td>")
+            parts.append("</tr>")
+        parts.append(f"</tbody></table><p><img src='{html.escape(img)}' alt='pareto plot'></p>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_leaderboard(results: str | os.PathLike = "results") -> list[Path]:
+    """Write tables, plots, the index page and the README of ``results/`` from its records."""
+    results = Path(results)
+    df = load_records(sorted(results.glob("*/records.jsonl")))
+    if df.empty:
+        raise ValueError(f"no records under {results}/*/records.jsonl; run `sparsebench sweep`")
+    written: list[Path] = []
+    sections = []
+    dates = pd.to_datetime(df["date"], errors="coerce") if "date" in df else None
+    machine = ", ".join(sorted(set(df.get("device", pd.Series(["?"])).astype(str))))
+    cpu = ", ".join(sorted(set(df.get("cpu", pd.Series(["?"])).astype(str))))
+    span = (
+        f"{dates.min():%Y-%m-%d} to {dates.max():%Y-%m-%d}"
+        if dates is not None and dates.notna().any()
+        else "unknown dates"
+    )
+    meta = (
+        f"Generated by `sparsebench leaderboard` from {len(df)} records; device {machine} "
+        f"({cpu}); records dated {span}; git {', '.join(sorted(set(df['git_sha'].str[:10])))}"
+        if "git_sha" in df
+        else f"Generated from {len(df)} records."
+    )
+    for dataset, part in df.groupby("dataset", sort=True):
+        avg = layer_average(part)
+        summary = summarize(avg, THRESHOLDS)
+        table = _table(summary, avg)
+        folder = results / str(dataset)
+        folder.mkdir(parents=True, exist_ok=True)
+        md = folder / "leaderboard.md"
+        _atomic_write(md, _markdown(table, str(dataset), meta))
+        csv = folder / "leaderboard.csv"
+        _atomic_write(csv, table.to_csv(index=False))
+        full = folder / "configs.csv"
+        _atomic_write(full, avg.to_csv(index=False))
+        png = folder / "pareto.png"
+        _pareto_plot(pareto_frontier(avg), avg, str(dataset), png)
+        written += [md, csv, full, png]
+        sections.append((str(dataset), table, f"{dataset}/pareto.png"))
+    index = results / "index.html"
+    _atomic_write(index, _html(sections, meta))
+    readme = results / "README.md"
+    _atomic_write(readme, _readme(sections, meta))
+    return [*written, index, readme]
+
+
+def _readme(sections, meta: str) -> str:
+    lines = [
+        "# results/",
+        "",
+        "Generated by `sparsebench leaderboard` from the records in `<dataset>/records.jsonl`; "
+        "never edited by hand.",
+        "",
+        meta + f". Host: {platform.machine()}.",
+        "",
+        "| file | what |",
+        "|---|---|",
+        "| `<dataset>/records.jsonl` | one JSON record per (method configuration, layer): "
+        "metrics, parameters, provenance (git sha, versions, device, date, seed, times) |",
+        "| `<dataset>/leaderboard.md`, `.csv` | methods ranked by sparsity at recall 0.95, then "
+        "AUC; reference rows apart |",
+        "| `<dataset>/configs.csv` | every configuration, metrics averaged over layers |",
+        "| `<dataset>/pareto.png` | recall against sparsity, each method's frontier |",
+        "| `index.html` | all tables (sortable) and plots on one page |",
+        "| `gold_speed.jsonl` | gold graph against dense entmax15: time and memory |",
+        "",
+        "Comparison rules: every method is scored on the same evaluation split of the same "
+        "dataset against the same gold α-entmax graph; learned methods fit on the training split "
+        "only; metrics are averaged per sequence, then over heads, then over layers; a "
+        "configuration counts only with all its layers present.",
+        "",
+        "Datasets: " + ", ".join(f"[{d}]({d}/leaderboard.md)" for d, _, _ in sections) + ".",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,78 @@
+"""Leaderboard files from hand-made records: ranking, bold best, reference block, plots."""
+
+from __future__ import annotations
+
+import csv
+
+from sparsebench.bench.cli import main
+from sparsebench.bench.leaderboard import write_leaderboard
+from sparsebench.bench.records import append_record
+
+
+def rec(method, mid, layer, s, r, **extra):
+    return {
+        "dataset": "toy",
+        "method": method,
+        "method_id": mid,
+        "layer": layer,
+        "sparsity": s,
+        "recall": r,
+        "exact": r,
+        "precision": 0.5,
+        "gold_sparsity": 0.9,
+        "block_sparsity": s / 2,
+        "fit_s": 0.1,
+        "predict_s": 0.002,
+        "date": "2026-11-22",
+        "git_sha": "abc",
+        "device": "cpu",
+        "cpu": "x86_64",
+        "params": {},
+        **extra,
+    }
+
+
+def make(tmp_path):
+    path = tmp_path / "results" / "toy" / "records.jsonl"
+    for layer in (0, 1):
+        append_record(path, rec("window", "window[w=3]", layer, 0.8, 0.96))
+        append_record(path, rec("window", "window[w=9]", layer, 0.6, 0.99))
+        append_record(path, rec("bigbird", "bigbird", layer, 0.85, 0.9))
+        append_record(path, rec("full", "full", layer, 0.0, 1.0))
+    # A configuration with only one layer done is not averaged in.
+    append_record(path, rec("window", "window[w=1]", 0, 0.95, 0.97))
+    return tmp_path / "results"
+
+
+def test_leaderboard_files(tmp_path):
+    results = make(tmp_path)
+    written = write_leaderboard(results)
+    names = {p.name for p in written}
+    assert {
+        "leaderboard.md",
+        "leaderboard.csv",
+        "configs.csv",
+        "pareto.png",
+        "index.html",
+        "README.md",
+    } <= names
+    md = (results / "toy" / "leaderboard.md").read_text()
+    body = [line for line in md.splitlines() if line.startswith("| ")]
+    # Ranked rows first (window beats bigbird at recall 0.95), then the reference block.
+    assert body[1].startswith("| window | ") and body[2].startswith("| bigbird | ")
+    assert "*reference rows*" in body[3] and body[4].startswith("| full | ")
+    assert "**0.800**" in body[1]  # window's sparsity@0.95 is the best: bold
+    assert "`window[w=3]`" in body[1]
+    assert "window[w=1]" not in md  # incomplete configuration left out
+    rows = list(csv.DictReader(open(results / "toy" / "leaderboard.csv")))
+    by = {r["method"]: r for r in rows}
+    assert float(by["window"]["sparsity@0.99"]) == 0.6
+    assert by["bigbird"]["sparsity@0.95"] == ""
+    assert (results / "toy" / "pareto.png").stat().st_size > 10_000
+    page = (results / "index.html").read_text()
+    assert "toy/pareto.png" in page and "<table>" in page and "onclick" in page
+
+
+def test_leaderboard_cli_without_records(tmp_path, capsys):
+    assert main(["leaderboard", "--results", str(tmp_path)]) == 2
+    assert "no records" in capsys.readouterr().err
