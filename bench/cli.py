@@ -149,7 +149,7 @@ def cmd_datasets(args) -> int:
     from sparsebench import datasets
 
     action = args.action
-    if action in ("build", "info", "train", "synthetic") and not args.target:
+    if action != "list" and not args.target:
         raise CLIError(f"`sparsebench datasets {action}` needs a NAME (or a DIR for synthetic)")
     if action == "list":
         print(f"cache: {datasets.cache_root() / 'datasets'}  (set SPARSEBENCH_HOME to move it)")
@@ -173,6 +173,15 @@ def cmd_datasets(args) -> int:
     if action == "info":
         data = datasets.load(args.target)
         print(json.dumps(data.meta, indent=2))
+        return 0
+    if action == "import-sparsefinder":
+        from sparsebench.datasets.importers import import_sparsefinder
+
+        if not args.out:
+            raise CLIError("import-sparsefinder needs --out DIR for the converted dataset")
+        data = import_sparsefinder(args.target, rescale_queries=args.rescale_queries)
+        path = data.save(args.out)
+        print(f"wrote {path} ({len(data)} sequences, causal={data.causal})")
         return 0
     if action == "train":
         from sparsebench.datasets.shakespeare import train
@@ -254,6 +263,20 @@ def cmd_sweep(args) -> int:
     out = Path(args.out) if args.out else Path(args.results) / name / "records.jsonl"
     layers = [int(x) for x in args.layers.split(",")] if args.layers else None
     res = sweep(data, out, dataset=name, methods=args.methods, grid=args.grid, layers=layers)
+    print(
+        f"{res['done']} records written, {res['skipped']} already done, "
+        f"{res['failed']} failed -> {out}"
+    )
+    return 0 if res["failed"] == 0 else 1
+
+
+def cmd_accuracy(args) -> int:
+    """Task accuracy with each configuration's graph replacing attention at test time."""
+    from sparsebench.bench.accuracy import accuracy_sweep
+
+    out = Path(args.results) / args.model / "accuracy.jsonl"
+    windows = None if args.windows == 0 else args.windows
+    res = accuracy_sweep(args.model, out, methods=args.methods, grid=args.grid, max_windows=windows)
     print(
         f"{res['done']} records written, {res['skipped']} already done, "
         f"{res['failed']} failed -> {out}"
@@ -345,6 +368,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("target", nargs="?", help="dataset name (or directory for info/synthetic)")
     s.add_argument("--out", help="build into this directory instead of the cache")
     s.add_argument("--steps", type=int, help="train: number of steps (default: the recipe's)")
+    s.add_argument(
+        "--rescale-queries",
+        action="store_true",
+        help="import: multiply q by sqrt(d) (dumps whose queries carry 1/sqrt(d))",
+    )
     s.add_argument("--num-seqs", type=int, default=12)
     s.add_argument("--layers", type=int, default=2)
     s.add_argument("--heads", type=int, default=4)
@@ -372,6 +400,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--results", default="results", help="results folder")
     s.add_argument("--out", help="records file (default: RESULTS/<dataset>/records.jsonl)")
     s.set_defaults(func=cmd_sweep)
+
+    s = sub.add_parser("accuracy", help="task accuracy with predicted attention graphs")
+    s.add_argument("--model", required=True, choices=["shakespeare-lm", "shakespeare-mlm"])
+    s.add_argument("--methods", default="*", help="glob over method names")
+    s.add_argument("--grid", default="quick", help="quick, paper, or default (one per method)")
+    s.add_argument(
+        "--windows", type=int, default=32, help="held-out windows of 512 tokens to score (0 = all)"
+    )
+    s.add_argument("--results", default="results", help="results folder")
+    s.set_defaults(func=cmd_accuracy)
 
     s = sub.add_parser("leaderboard", help="tables, plots and index.html from records")
     s.add_argument("--results", default="results", help="results folder")

@@ -25,6 +25,8 @@ _COLUMNS = [
     ("best_recall", "Best recall", True, "{:.3f}"),
     ("block_sparsity@0.95", "Block sparsity @ 0.95", True, "{:.3f}"),
     ("exact@0.95", "Exact @ 0.95", True, "{:.3f}"),
+    ("accuracy@0.95", "Accuracy @ 0.95", True, "{:.4f}"),
+    ("delta_accuracy@0.95", "Δ accuracy @ 0.95", True, "{:+.4f}"),
     ("fit_s", "Fit s", False, "{:.2f}"),
     ("predict_ms", "Predict ms", False, "{:.1f}"),
 ]
@@ -45,7 +47,10 @@ def _is_reference(method: str) -> bool:
         return method in ("gold", "full", "topk_oracle", "random")
 
 
-def _table(summary: pd.DataFrame, avg: pd.DataFrame) -> pd.DataFrame:
+def _table(
+    summary: pd.DataFrame, avg: pd.DataFrame, acc: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    by_id = {} if acc is None or acc.empty else acc.set_index("method_id").to_dict("index")
     rows = []
     for _, s in summary.iterrows():
         cfg = s.get("config@0.95", "")
@@ -67,6 +72,10 @@ def _table(summary: pd.DataFrame, avg: pd.DataFrame) -> pd.DataFrame:
             "fit_s": pick.get("fit_s", math.nan) * pick.get("num_layers", 1),
             "predict_ms": 1000 * pick.get("predict_s", math.nan),
             "timed_config": pick["method_id"],
+            "accuracy@0.95": by_id.get(cfg, {}).get("accuracy", math.nan) if cfg else math.nan,
+            "delta_accuracy@0.95": (
+                by_id.get(cfg, {}).get("delta_accuracy", math.nan) if cfg else math.nan
+            ),
         }
         rows.append(row)
     t = pd.DataFrame(rows)
@@ -162,6 +171,52 @@ def _pareto_plot(front: pd.DataFrame, avg: pd.DataFrame, dataset: str, path: Pat
     plt.close(fig)
 
 
+def _accuracy_plot(acc: pd.DataFrame, avg: pd.DataFrame, dataset: str, path: Path) -> bool:
+    """Task accuracy against graph sparsity, one line per method; False if nothing to draw."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    j = acc.merge(avg[["method_id", "sparsity", "recall"]], on="method_id", how="inner")
+    if j.empty:
+        return False
+    j["name"] = j["method"].map(display_name)
+    sns.set_theme(style="whitegrid")
+    fig, ax = plt.subplots(figsize=(9, 6))
+    sns.lineplot(
+        data=j.sort_values("sparsity"),
+        x="sparsity",
+        y="accuracy",
+        hue="name",
+        style="name",
+        markers=True,
+        dashes=False,
+        estimator=None,
+        sort=True,
+        ax=ax,
+    )
+    gold = acc[acc["method"] == "gold"]
+    if len(gold):
+        ax.axhline(float(gold["accuracy"].iloc[0]), color="black", ls="--", lw=1)
+        ax.annotate(
+            "full α-entmax attention",
+            (0.01, float(gold["accuracy"].iloc[0])),
+            xycoords=("axes fraction", "data"),
+            xytext=(0, 4),
+            textcoords="offset points",
+            fontsize=8,
+        )
+    task = acc["task"].iloc[0] if "task" in acc else "task"
+    ax.set_title(f"{dataset}: {task} accuracy with the predicted graph replacing attention")
+    ax.legend(fontsize=8, loc="lower left", ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
 def _html(sections: list[tuple[str, pd.DataFrame, str]], meta: str) -> str:
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>sparsebench results</title>",
@@ -198,7 +253,9 @@ def _html(sections: list[tuple[str, pd.DataFrame, str]], meta: str) -> str:
                 else:
                     parts.append(f"<td>{html.escape(str(v or '—'))}</td>")
             parts.append("</tr>")
-        parts.append(f"</tbody></table><p><img src='{html.escape(img)}' alt='pareto plot'></p>")
+        parts.append("</tbody></table>")
+        for src in img:
+            parts.append(f"<p><img src='{html.escape(src)}' alt='{html.escape(src)}'></p>")
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -234,8 +291,10 @@ def write_leaderboard(results: str | os.PathLike = "results") -> list[Path]:
     for dataset, part in df.groupby("dataset", sort=True):
         avg = layer_average(part)
         summary = summarize(avg, THRESHOLDS)
-        table = _table(summary, avg)
         folder = results / str(dataset)
+        acc_path = folder / "accuracy.jsonl"
+        acc = load_records(acc_path) if acc_path.exists() else None
+        table = _table(summary, avg, acc)
         folder.mkdir(parents=True, exist_ok=True)
         md = folder / "leaderboard.md"
         _atomic_write(md, _markdown(table, str(dataset), meta))
@@ -246,7 +305,15 @@ def write_leaderboard(results: str | os.PathLike = "results") -> list[Path]:
         png = folder / "pareto.png"
         _pareto_plot(pareto_frontier(avg), avg, str(dataset), png)
         written += [md, csv, full, png]
-        sections.append((str(dataset), table, f"{dataset}/pareto.png"))
+        imgs = [f"{dataset}/pareto.png"]
+        if (
+            acc is not None
+            and not acc.empty
+            and _accuracy_plot(acc, avg, str(dataset), folder / "accuracy.png")
+        ):
+            written.append(folder / "accuracy.png")
+            imgs.append(f"{dataset}/accuracy.png")
+        sections.append((str(dataset), table, imgs))
     index = results / "index.html"
     _atomic_write(index, _html(sections, meta))
     readme = results / "README.md"
@@ -271,6 +338,8 @@ def _readme(sections, meta: str) -> str:
         "AUC; reference rows apart |",
         "| `<dataset>/configs.csv` | every configuration, metrics averaged over layers |",
         "| `<dataset>/pareto.png` | recall against sparsity, each method's frontier |",
+        "| `<dataset>/accuracy.jsonl`, `accuracy.png` | task accuracy with each configuration's "
+        "graph replacing attention in the bundled model (`sparsebench accuracy`) |",
         "| `index.html` | all tables (sortable) and plots on one page |",
         "| `gold_speed.jsonl` | gold graph against dense entmax15: time and memory |",
         "",

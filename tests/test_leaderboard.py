@@ -76,3 +76,31 @@ def test_leaderboard_files(tmp_path):
 def test_leaderboard_cli_without_records(tmp_path, capsys):
     assert main(["leaderboard", "--results", str(tmp_path)]) == 2
     assert "no records" in capsys.readouterr().err
+
+
+def test_accuracy_columns_and_plot(tmp_path):
+    results = make(tmp_path)
+    acc = results / "toy" / "accuracy.jsonl"
+    for mid, method, a in (
+        ("gold", "gold", 0.40),
+        ("window[w=3]", "window", 0.35),
+        ("window[w=9]", "window", 0.39),
+    ):
+        append_record(
+            acc,
+            {
+                "dataset": "toy",
+                "method": method,
+                "method_id": mid,
+                "accuracy": a,
+                "delta_accuracy": a - 0.40,
+                "task": "next-token",
+                "params": {},
+            },
+        )
+    write_leaderboard(results)
+    md = (results / "toy" / "leaderboard.md").read_text()
+    window_row = next(line for line in md.splitlines() if line.startswith("| window |"))
+    assert "0.3500" in window_row and "-0.0500" in window_row
+    assert (results / "toy" / "accuracy.png").stat().st_size > 10_000
+    assert "toy/accuracy.png" in (results / "index.html").read_text()
