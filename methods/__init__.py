@@ -51,4 +51,14 @@ __all__ = [
 ]
 
 # The explicit list of built-in methods: importing a module registers its methods.
-from . import reference, window  # noqa: E402, F401
+from . import (  # noqa: E402, F401
+    bigbird,
+    dsa,
+    longformer,
+    openai_fixed,
+    oracles,
+    reference,
+    reformer,
+    routing,
+    window,
+)

@@ -35,13 +35,14 @@ def test_tokenizer_round_trip_and_determinism(tmp_path):
     a.save(tmp_path / "tok.json")
     c = Tokenizer.load(tmp_path / "tok.json")
     assert c.encode(TEXT) == ids
-    assert c.encode("Zebra") .count(c.unk_id) >= 1  # unseen characters map to <unk>
+    assert c.encode("Zebra").count(c.unk_id) >= 1  # unseen characters map to <unk>
 
 
 def tiny_model(causal: bool) -> EntmaxTransformer:
     torch.manual_seed(0)
-    cfg = ModelConfig(vocab_size=64, d_model=32, n_layers=2, n_heads=2, d_ff=64, max_len=24,
-                      causal=causal)
+    cfg = ModelConfig(
+        vocab_size=64, d_model=32, n_layers=2, n_heads=2, d_ff=64, max_len=24, causal=causal
+    )
     return EntmaxTransformer(cfg).eval()
 
 

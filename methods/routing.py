@@ -1,0 +1,227 @@
+"""Routing Transformer: balanced spherical k-means clusters shared by queries and keys."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar, Self
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ._base import Composable, Grid, Tags, predict_time
+from ._registry import register
+from .graph import Graph, Groups
+
+if TYPE_CHECKING:
+    from sparsebench.datasets import QKData
+
+__all__ = ["Routing", "RoutingTrained", "balanced_assign", "spherical_kmeans"]
+
+_CLUSTERS = [2, 4, 6, 8, 10, 12, 16, 20]
+
+# The paper sweeps every baseline with these windows on top (0 = no window).
+_MT_WINDOWS = [0, 1, 3, 5, 7, 9, 11, 15, 19, 23, 27]
+_MLM_WINDOWS = [0, 3, 11, 25]
+
+
+def _lloyd_step(x: Tensor, centroids: Tensor) -> Tensor:
+    """Means ``(C, D)`` of the unit vectors ``x (P, D)`` nearest (by dot product) each centroid.
+
+    A cluster with no member keeps its centroid.
+    """
+    C, D = centroids.shape
+    assign = (x @ centroids.T).argmax(-1)  # (P,)
+    sums = torch.zeros(C, D, dtype=x.dtype).index_add_(0, assign, x)
+    counts = torch.bincount(assign, minlength=C).to(x.dtype).view(C, 1)
+    return torch.where(counts > 0, sums / counts.clamp(min=1), centroids)
+
+
+def spherical_kmeans(x: Tensor, num_clusters: int, iters: int, g: torch.Generator) -> Tensor:
+    """Spherical k-means on unit vectors ``x (P, D)``: ``(C, D)`` unit centroids.
+
+    Initialised from a random sample of the points (with replacement only when there are fewer
+    points than clusters), then ``iters`` Lloyd iterations with re-normalised means.
+    """
+    P = x.shape[0]
+    if P >= num_clusters:
+        pick = torch.randperm(P, generator=g)[:num_clusters]
+    else:
+        pick = torch.randint(0, max(P, 1), (num_clusters,), generator=g)
+    if P == 0:
+        return F.normalize(torch.randn(num_clusters, x.shape[1], generator=g), dim=-1)
+    centroids = x[pick].clone()
+    for _ in range(iters):
+        centroids = F.normalize(_lloyd_step(x, centroids), dim=-1)
+    return centroids
+
+
+def balanced_assign(sim: Tensor, valid: Tensor, w: Tensor) -> Tensor:
+    """Balanced routing: each cluster takes its top-``w`` tokens; ties go to the lowest cluster.
+
+    Args:
+        sim: ``(B, H, T, C)`` similarity of each token to each centroid.
+        valid: ``(B, 1|H, T)`` bool, tokens that may be chosen.
+        w: ``(B,)`` tokens per cluster.
+
+    Returns:
+        ``(B, H, T)`` cluster id of each token, ``-1`` when no cluster chose it.
+    """
+    B, H, T, C = sim.shape
+    if T == 0:
+        return torch.full((B, H, T), -1, dtype=torch.long)
+    s = torch.where(valid.unsqueeze(-1), sim, float("-inf")).transpose(-1, -2)  # (B, H, C, T)
+    top = int(w.max().clamp(max=T))
+    vals, idx = s.topk(top, dim=-1)  # (B, H, C, top)
+    keep = (torch.arange(top).view(1, 1, 1, -1) < w.view(B, 1, 1, 1)) & (vals > float("-inf"))
+    chosen = torch.zeros(B, H, C, T + 1, dtype=torch.bool)
+    chosen.scatter_(-1, torch.where(keep, idx, T), True)
+    chosen = chosen[..., :T]  # (B, H, C, T)
+    return torch.where(chosen.any(2), chosen.to(torch.int8).argmax(2), -1)
+
+
+@register("routing")
+@dataclass(kw_only=True)
+class Routing(Composable):
+    """Balanced spherical k-means routing: a query meets the keys routed to its cluster.
+
+    Paper: Roy et al., "Efficient Content-Based Sparse Attention with Routing Transformers",
+    TACL 2021 (arXiv:2003.05997), as simulated by the Sparsefinder baselines (Treviso et al.,
+    arXiv:2109.12188) with the lucidrains routing code. Queries and keys are L2-normalised and
+    clustered together (one set of centroids per head over the concatenation of the queries and
+    keys along the sequence). Routing is balanced: each of the ``num_clusters`` clusters takes
+    its ``w = L // C + 1`` most similar queries and, separately, keys; a token chosen by several
+    clusters keeps the lowest-index one and a token chosen by none gets no edges. An edge links
+    a query and a key of the same cluster.
+
+    This untrained variant initialises the centroids of each head from a random sample of the
+    real tokens of the batch being predicted (seeded) and runs 10 Lloyd iterations. The
+    official code does this once, on the first evaluation batch, and reuses the centroids; here
+    each ``predict`` call clusters its own batch.
+
+    Deviations and switches: ``L`` is each sequence's real length; the official code uses the
+    padded batch length (bug B8), which ``official_padded_length=True`` reproduces for ``w``.
+    Clustering runs on the raw head vectors (the official code uses the learned Sparsefinder
+    projections). In a decoder the causal mask is applied after routing, so routing still sees
+    future tokens (not realisable autoregressively; B8).
+
+    Attributes:
+        num_clusters: number of clusters ``C``.
+        kmeans_iters: Lloyd iterations after the initialisation.
+        official_padded_length: ``w = N_padded // C + 1`` as in the official code (B8).
+    """
+
+    num_clusters: int = 4
+    kmeans_iters: int = 10
+    official_padded_length: bool = predict_time(False)
+    tags: ClassVar[Tags] = Tags(stochastic=True, structure=("groups",))
+    grid: ClassVar[Grid] = {
+        "paper": {"num_clusters": _CLUSTERS, "window": _MT_WINDOWS},
+        "paper_mlm": {"num_clusters": _CLUSTERS, "window": _MLM_WINDOWS},
+        "quick": {"num_clusters": [2, 8]},
+    }
+
+    def _centroids(self, qn: Tensor, kn: Tensor, lengths: Tensor) -> Tensor:
+        """Centroids ``(H, C, D)`` for the batch being predicted."""
+        B, H, N, D = qn.shape
+        M = kn.shape[2]
+        q_real = torch.arange(N).view(1, N) < lengths.view(B, 1)
+        k_real = torch.arange(M).view(1, M) < lengths.view(B, 1)
+        out = []
+        for h in range(H):
+            x = torch.cat([qn[:, h][q_real], kn[:, h][k_real]])  # (P, D)
+            out.append(
+                spherical_kmeans(x, self.num_clusters, self.kmeans_iters, self._generator(h))
+            )
+        return torch.stack(out)
+
+    def _predict(self, q: Tensor, k: Tensor, *, lengths, causal) -> Graph:
+        if self.num_clusters < 1:
+            raise ValueError(f"num_clusters must be >= 1, got {self.num_clusters}")
+        B, H, N, D = q.shape
+        M = k.shape[2]
+        L = lengths if lengths is not None else torch.full((B,), min(N, M), dtype=torch.long)
+        qn, kn = F.normalize(q.float(), dim=-1), F.normalize(k.float(), dim=-1)
+        centroids = self._get_centroids(qn, kn, L)  # (H, C, D)
+        if self.official_padded_length:
+            w = torch.full((B,), min(N, M) // self.num_clusters + 1, dtype=torch.long)
+        else:
+            w = L // self.num_clusters + 1
+        q_valid = (torch.arange(N).view(1, N) < L.view(B, 1)).unsqueeze(1)
+        k_valid = (torch.arange(M).view(1, M) < L.view(B, 1)).unsqueeze(1)
+        q_ids = balanced_assign(torch.einsum("bhnd,hcd->bhnc", qn, centroids), q_valid, w)
+        k_ids = balanced_assign(torch.einsum("bhmd,hcd->bhmc", kn, centroids), k_valid, w)
+        return Graph((B, H, N, M), [Groups(q_ids.unsqueeze(-1), k_ids.unsqueeze(-1), "slot")])
+
+    def _get_centroids(self, qn: Tensor, kn: Tensor, lengths: Tensor) -> Tensor:
+        return self._centroids(qn, kn, lengths)
+
+
+@register("routing_trained")
+@dataclass(kw_only=True)
+class RoutingTrained(Routing):
+    """Routing Transformer with centroids trained on the train split by EMA k-means.
+
+    Paper: Roy et al., TACL 2021 (arXiv:2003.05997), the ``routing_trained`` variant of the
+    Sparsefinder baselines (Treviso et al., arXiv:2109.12188). Routing is as in ``routing``;
+    the centroids are initialised on the first training batch (random sample of real tokens and
+    ``kmeans_iters`` Lloyd iterations) and then, for every training batch (the first included),
+    one Lloyd step gives batch means that are folded in by an EMA with decay ``decay``; the
+    centroids are re-normalised after each update and only real tokens are used.
+
+    Switch: ``official_ema=True`` reproduces the official update (bug B16): means are not
+    re-normalised and padding tokens take part in the initialisation and the updates (their
+    zero vectors are then the normalised padding).
+
+    Attributes:
+        decay: EMA decay of the centroid update.
+        batch_size: training sequences per batch.
+        official_ema: no re-normalisation, padding included (B16).
+    """
+
+    decay: float = 0.999
+    batch_size: int = 16
+    official_ema: bool = False
+    tags: ClassVar[Tags] = Tags(
+        requires_fit=True, learned=True, stochastic=True, structure=("groups",)
+    )
+
+    def fit(self, train: QKData, layer: int) -> Self:
+        """Train the centroids of each head of ``layer`` on ``train``."""
+        if not 0 <= self.decay <= 1:
+            raise ValueError(f"decay must lie in [0, 1], got {self.decay}")
+        centroids: Tensor | None = None
+        for batch in train.batches(layer, self.batch_size):
+            S, H, n, D = batch.q.shape
+            qn = F.normalize(batch.q.float(), dim=-1)
+            kn = F.normalize(batch.k.float(), dim=-1)
+            real = torch.arange(n).view(1, n) < batch.lengths.view(S, 1)
+            if self.official_ema:
+                real = torch.ones_like(real)
+            xs = [torch.cat([qn[:, h][real], kn[:, h][real]]) for h in range(H)]  # (P, D) each
+            if centroids is None:
+                centroids = torch.stack(
+                    [
+                        spherical_kmeans(
+                            x, self.num_clusters, self.kmeans_iters, self._generator(h)
+                        )
+                        for h, x in enumerate(xs)
+                    ]
+                )  # (H, C, D)
+            means = torch.stack([_lloyd_step(x, centroids[h]) for h, x in enumerate(xs)])
+            centroids = self.decay * centroids + (1 - self.decay) * means
+            if not self.official_ema:
+                centroids = F.normalize(centroids, dim=-1)
+        if centroids is None:
+            raise ValueError("the training split has no sequences")
+        self.centroids_ = centroids
+        return self
+
+    def _get_centroids(self, qn: Tensor, kn: Tensor, lengths: Tensor) -> Tensor:
+        c = self.centroids_
+        if c.shape[0] != qn.shape[1] or c.shape[2] != qn.shape[3]:
+            raise ValueError(
+                f"fitted for {c.shape[0]} heads of dim {c.shape[2]}, got q of shape "
+                f"{tuple(qn.shape)}; fit on the same layer's data"
+            )
+        return c
