@@ -113,6 +113,8 @@ class Method:
     """
 
     name: ClassVar[str] = ""
+    #: Name shown in tables and plots when it differs from the registry name.
+    label: ClassVar[str] = ""
     tags: ClassVar[Tags] = Tags()
     grid: ClassVar[Grid] = {}
     seed: int = 0

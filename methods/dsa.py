@@ -79,6 +79,8 @@ class DSA(Composable):
         fit_projection: learn the projections on the train split (``fit`` is then needed).
     """
 
+    label: ClassVar[str] = "DSA (Liu et al., 2021)"
+
     sigma: float = 0.25
     bits: int | None = predict_time(4)
     density: float = predict_time(0.1)
