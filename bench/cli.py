@@ -323,6 +323,19 @@ def cmd_run(args) -> int:
         res = sweep(data, out, dataset=name, methods=args.methods, grid=args.grid)
         failed += res["failed"]
         print(f"{name}: {res['done']} records written, {res['skipped']} already done -> {out}")
+        if name in ("shakespeare-lm", "shakespeare-mlm") and args.accuracy_windows > 0:
+            from sparsebench.bench.accuracy import accuracy_sweep
+
+            acc_out = Path(args.results) / name / "accuracy.jsonl"
+            res = accuracy_sweep(
+                name,
+                acc_out,
+                methods=args.methods,
+                grid="default",
+                max_windows=args.accuracy_windows,
+            )
+            failed += res["failed"]
+            print(f"{name}: task accuracy of each method's default configuration -> {acc_out}")
     paths = write_leaderboard(args.results)
     for p in paths:
         if p.name == "leaderboard.md":
@@ -430,6 +443,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--methods", default="*", help="glob over method names")
     s.add_argument("--grid", default="quick", help="grid setting (quick or paper)")
     s.add_argument("--results", default="results", help="results folder")
+    s.add_argument(
+        "--accuracy-windows",
+        type=int,
+        default=8,
+        help="held-out windows for the quick accuracy run (0 = skip it)",
+    )
     s.set_defaults(func=cmd_run)
     return p
 
