@@ -313,7 +313,9 @@ def execute(
     """Attention of ``q`` over ``k``/``v`` restricted to the edges of ``graph``.
 
     Args:
-        q, k, v: ``(B, H, N, D)``, ``(B, H, M, D)``, ``(B, H, M, Dv)``; q unscaled.
+        q: queries ``(B, H, N, D)``, unscaled.
+        k: keys ``(B, H, M, D)``.
+        v: values ``(B, H, M, Dv)``.
         graph: the allowed edges (its lengths and causality apply).
         normalizer: ``"entmax"`` (α-entmax, exact over the allowed entries) or ``"softmax"``.
         alpha: entmax α.
