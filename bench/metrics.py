@@ -109,8 +109,32 @@ def graph_metrics(
     inter, n_gold, n_pred, exact_rows, mass, mass_tot = z(), z(), z(), z(), z(), z()
     kept_blocks, gold_blocks = z(), z()
     bs = block_size or 1
+    sparse = _sparse_gold(gold, probs)
     for s, e in pred.row_chunks(multiple=bs):
         p = pred.slab(s, e)  # (B, H, c, M), validity applied
+        if sparse is not None:
+            # Gold as key lists: look the predicted mask up at the gold keys only.
+            idx, w = sparse[0][:, :, s:e], None if sparse[1] is None else sparse[1][:, :, s:e]
+            idx = idx.expand(B, H, *idx.shape[2:])
+            i = torch.arange(s, e).view(1, 1, -1, 1)
+            Lv = L.view(B, 1, 1, 1)
+            ok = (idx >= 0) & (idx < Lv) & (i < Lv)
+            if causal:
+                ok &= idx <= i
+            hit = torch.gather(p, -1, idx.clamp(min=0)) & ok
+            inter += hit.sum((-1, -2))
+            n_gold += ok.sum((-1, -2))
+            n_pred += p.sum((-1, -2))
+            row_valid = torch.arange(s, e).view(1, 1, -1) < L.view(B, 1, 1)
+            exact_rows += (~(ok & ~hit).any(-1) & row_valid).sum(-1)
+            if w is not None:
+                w = w.expand(B, H, *w.shape[2:]).to(torch.float64)
+                mass += torch.where(hit, w, 0.0).sum((-1, -2))
+                mass_tot += torch.where(ok, w, 0.0).sum((-1, -2))
+            if block_size is not None:
+                kept_blocks += _blocks(p, bs).sum((-1, -2))
+                gold_blocks += _row_blocks(idx, ok, s, e, bs, M).sum((-1, -2))
+            continue
         g = gold.slab(s, e)
         both = p & g
         inter += both.sum((-1, -2))
@@ -154,6 +178,29 @@ def graph_metrics(
     out["per_head"] = per_head
     out["per_sequence"] = per_seq
     return out
+
+
+def _sparse_gold(gold: Graph, probs) -> tuple[Tensor, Tensor | None] | None:
+    """Gold key lists (and weights) when gold is one RowIndex part and probs is absent or gold."""
+    if len(gold.parts) != 1 or not isinstance(gold.parts[0], RowIndex):
+        return None
+    part = gold.parts[0]
+    if probs is None:
+        return part.index, None
+    if isinstance(probs, Graph) and len(probs.parts) == 1 and probs.parts[0] is part:
+        return (part.index, part.weights) if part.weights is not None else None
+    return None
+
+
+def _row_blocks(idx: Tensor, ok: Tensor, s: int, e: int, bs: int, M: int) -> Tensor:
+    """Blocks holding a listed edge, from key lists of rows ``[s, e)``: (B, H, c/bs, Mb)."""
+    B, H, c, K = idx.shape
+    cb, Mb = -(-c // bs), -(-M // bs)
+    row_block = (torch.arange(c) // bs).view(1, 1, c, 1)
+    flat = torch.where(ok, row_block * Mb + idx.clamp(min=0) // bs, cb * Mb)
+    out = torch.zeros(B, H, cb * Mb + 1, dtype=torch.bool)
+    out.scatter_(-1, flat.reshape(B, H, c * K), True)
+    return out[..., : cb * Mb].view(B, H, cb, Mb)
 
 
 def _blocks(mask: Tensor, bs: int) -> Tensor:

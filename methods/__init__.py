@@ -60,5 +60,6 @@ from . import (  # noqa: E402, F401
     reference,
     reformer,
     routing,
+    sparsefinder,
     window,
 )

@@ -145,3 +145,32 @@ def test_output_error_is_zero_for_gold_graph():
 def test_average_layers_skips_nan():
     out = average_layers([{"recall": 1.0, "x": float("nan")}, {"recall": 0.5, "x": 2.0}])
     assert out == {"recall": 0.75, "x": 2.0}
+
+
+def test_sparse_gold_path_equals_dense_path():
+    # The key-list fast path for a gold RowIndex must give exactly the dense figures.
+    gen = torch.Generator().manual_seed(7)
+    q = torch.randn(3, 2, 45, 8, generator=gen)
+    k = torch.randn(3, 2, 45, 8, generator=gen)
+    lengths = torch.tensor([45, 30, 7])
+    for causal in (False, True):
+        gold = gold_graph(q, k, lengths=lengths, causal=causal, with_probs=True)
+        assert len(gold.parts) == 1
+        dense_gold = Graph.from_dense(gold.to_dense(), lengths=lengths, causal=causal)
+        probs = gold.parts[0].slab_weights(0, 45, gold.shape)
+        pred = Graph.from_dense(
+            torch.rand(3, 2, 45, 45, generator=gen) < 0.3, lengths=lengths, causal=causal
+        )
+        fast = graph_metrics(pred, gold, probs=gold, block_size=8)
+        slow = graph_metrics(pred, dense_gold, probs=probs, block_size=8)
+        for key in (
+            "recall",
+            "sparsity",
+            "exact",
+            "precision",
+            "mass_recall",
+            "block_sparsity",
+            "gold_block_sparsity",
+            "gold_sparsity",
+        ):
+            assert fast[key] == pytest.approx(slow[key], abs=1e-12), key
