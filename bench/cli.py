@@ -205,51 +205,128 @@ def cmd_datasets(args) -> int:
     return 0
 
 
+def _method_spec(spec: str) -> tuple[str, dict]:
+    """``name`` or ``name:k=v,k=v`` -> (name, params), values parsed by the field types."""
+    from sparsebench import methods
+    from sparsebench.bench.timing import DENSE
+
+    name, _, rest = spec.partition(":")
+    if name in DENSE:
+        return name, {}
+    cls = methods.get(name)
+    params = {}
+    for item in filter(None, rest.split(",")):
+        if "=" not in item:
+            raise CLIError(f"method spec {spec!r}: parameters are k=v, got {item!r}")
+        key, raw = item.split("=", 1)
+        methods._registry.check_params(cls, {key: None})
+        params[key] = _parse_value(cls, key, raw)
+    return name, params
+
+
 def cmd_speed(args) -> int:
-    """Time the gold graph against dense entmax15 across lengths, each case in a new process."""
-    from sparsebench.bench.goldspeed import IMPLS, measure
+    """Wall-clock and peak memory across lengths, each case in a fresh process."""
     from sparsebench.bench.records import append_record, provenance
 
     lengths = [int(x) for x in args.lengths.split(",")]
-    impls = args.impls.split(",")
-    for impl in impls:
-        if impl not in IMPLS:
-            raise CLIError(f"unknown implementation {impl!r}; choose from {', '.join(IMPLS)}")
     prov = provenance()
+    out = Path(args.out) if args.out else Path(args.results) / "speed" / "records.jsonl"
     rows = []
-    for n in lengths:
+    if args.suite == "gold":
+        from sparsebench.bench.goldspeed import IMPLS, measure
+
+        impls = args.methods.split(",") if args.methods else ["gold", "entmax15"]
         for impl in impls:
-            if impl != "gold" and n > args.max_dense:
-                rows.append(
-                    {"impl": impl, "n": n, "note": f"skipped (n > --max-dense {args.max_dense})"}
-                )
-                continue
-            print(f"measuring {impl} n={n} ...", file=sys.stderr, flush=True)
-            rec = measure(impl, n, args.heads, args.dim, args.repeats)
-            rec.update({"suite": "gold", **prov})
-            rows.append(rec)
-            if args.out:
-                append_record(args.out, rec)
-    base = {
-        (r["n"]): r["time_min_s"] for r in rows if r.get("impl") == "entmax15" and "time_min_s" in r
-    }
-    for r in rows:
-        if "time_min_s" in r and r["n"] in base:
-            r["speedup_vs_entmax15"] = base[r["n"]] / r["time_min_s"]
-    cols = [
-        "impl",
-        "n",
-        "time_min_s",
-        "time_median_s",
-        "peak_extra_mb",
-        "speedup_vs_entmax15",
-        "note",
-    ]
+            if impl not in IMPLS:
+                raise CLIError(f"unknown implementation {impl!r}; choose from {', '.join(IMPLS)}")
+        for n in lengths:
+            for impl in impls:
+                if impl != "gold" and n > args.max_dense:
+                    rows.append({"impl": impl, "n": n, "note": f"skipped (n > {args.max_dense})"})
+                    continue
+                print(f"measuring {impl} n={n} ...", file=sys.stderr, flush=True)
+                rec = measure(impl, n, args.heads, args.dim, args.repeats)
+                rec.update({"suite": "gold", **prov})
+                rows.append(rec)
+                append_record(out, rec)
+        base = {
+            r["n"]: r["time_min_s"]
+            for r in rows
+            if r.get("impl") == "entmax15" and "time_min_s" in r
+        }
+        for r in rows:
+            if "time_min_s" in r and r["n"] in base:
+                r["speedup_vs_entmax15"] = base[r["n"]] / r["time_min_s"]
+        cols = [
+            "impl",
+            "n",
+            "time_min_s",
+            "time_median_s",
+            "peak_extra_mb",
+            "speedup_vs_entmax15",
+            "note",
+        ]
+    else:
+        from sparsebench.bench.timing import measure_case
+
+        specs = (
+            args.methods
+            or "sdpa,dense_entmax,window:w=65,global_tokens=2,sparsefinder_kmeans:num_clusters=16"
+        ).split(";")
+        specs = [x for spec in specs for x in ([spec] if ":" in spec else spec.split(","))]
+        for n in lengths:
+            for spec in specs:
+                name, params = _method_spec(spec)
+                if name == "entmax15_full" and n > args.max_dense:
+                    continue
+                case = {
+                    "method": name,
+                    "params": params,
+                    "n": n,
+                    "heads": args.heads,
+                    "dim": args.dim,
+                    "device": args.device,
+                    "normalizer": args.normalizer,
+                    "path": args.path,
+                    "block_size": args.block_size,
+                    "repeats": args.repeats,
+                }
+                print(f"measuring {spec} n={n} ...", file=sys.stderr, flush=True)
+                rec = measure_case(case)
+                rec.update({"suite": "execute", "spec": spec, **prov})
+                append_record(out, rec)
+                flat = {"spec": spec, "n": n, "error": rec.get("error", "")}
+                for part in ("predict", "layout", "kernel", "end_to_end"):
+                    if part in rec:
+                        flat[f"{part}_s"] = rec[part]["median_s"]
+                flat["peak_mb"] = rec.get("peak_mb")
+                flat["sparsity"] = rec.get("sparsity")
+                flat["block_density"] = rec.get("block_density")
+                rows.append(flat)
+        dense = "sdpa" if args.normalizer == "softmax" else "dense_entmax"
+        base = {
+            r["n"]: r["end_to_end_s"] for r in rows if r["spec"] == dense and "end_to_end_s" in r
+        }
+        for r in rows:
+            if "end_to_end_s" in r and r["n"] in base:
+                r[f"x_{dense}"] = r["end_to_end_s"] / base[r["n"]]
+        cols = [
+            "spec",
+            "n",
+            "predict_s",
+            "layout_s",
+            "kernel_s",
+            "end_to_end_s",
+            f"x_{dense}",
+            "peak_mb",
+            "sparsity",
+            "block_density",
+            "error",
+        ]
     print(_table(rows, cols))
     dev = f"{prov['device']} ({prov['cpu']})"
     print(f"device: {dev}, {prov['threads']} threads, torch {prov['torch']}")
-    if args.out:
-        print(f"records appended to {args.out}")
+    print(f"records appended to {out}")
     return 0
 
 
@@ -395,14 +472,35 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=cmd_datasets)
 
-    s = sub.add_parser("speed", help="time the gold graph against dense entmax15")
-    s.add_argument("--lengths", default="1024,4096")
-    s.add_argument("--impls", default="gold,entmax15")
+    s = sub.add_parser("speed", help="wall-clock and peak memory across lengths")
+    s.add_argument(
+        "--suite",
+        choices=["execute", "gold"],
+        default="execute",
+        help="execute: predict + sparse attention per method; gold: the gold graph",
+    )
+    s.add_argument("--lengths", default="512,1024,2048,4096")
+    s.add_argument(
+        "--methods",
+        help="execute: name or name:k=v,k=v, separated by ';' "
+        "(dense baselines: sdpa, dense_entmax, entmax15_full, xformers); "
+        "gold: gold,entmax15,entmax15_k64",
+    )
+    s.add_argument("--device", default="cpu", help="cpu or cuda")
+    s.add_argument("--normalizer", choices=["entmax", "softmax"], default="entmax")
+    s.add_argument("--path", default="auto", choices=["auto", "block", "flex", "grouped", "dense"])
+    s.add_argument("--block-size", type=int, default=128)
     s.add_argument("--heads", type=int, default=8)
     s.add_argument("--dim", type=int, default=64)
     s.add_argument("--repeats", type=int, default=3)
-    s.add_argument("--max-dense", type=int, default=4096, help="skip dense entmax above this n")
-    s.add_argument("--out", help="append JSON records to this file")
+    s.add_argument(
+        "--max-dense",
+        type=int,
+        default=4096,
+        help="skip the package's full-matrix entmax above this n",
+    )
+    s.add_argument("--results", default="results", help="results folder")
+    s.add_argument("--out", help="records file (default: RESULTS/speed/records.jsonl)")
     s.set_defaults(func=cmd_speed)
 
     s = sub.add_parser("sweep", help="a resumable grid sweep (records as JSON lines)")

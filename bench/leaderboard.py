@@ -345,7 +345,11 @@ def _readme(sections, meta: str) -> str:
         "| `<dataset>/accuracy.jsonl`, `accuracy.png` | task accuracy with each configuration's "
         "graph replacing attention in the bundled model (`sparsebench accuracy`) |",
         "| `index.html` | all tables (sortable) and plots on one page |",
-        "| `gold_speed.jsonl` | gold graph against dense entmax15: time and memory |",
+        "| `gold_speed.jsonl` | gold graph against dense entmax15, time and extra peak memory "
+        "(`sparsebench speed --suite gold --lengths 4096,16384 --methods "
+        "gold,entmax15,entmax15_k64 --out results/gold_speed.jsonl`) |",
+        "| `speed/records.jsonl` | predict, layout, kernel and end-to-end time and peak memory "
+        "per method and length (`sparsebench speed`) |",
         "",
         "Comparison rules: every method is scored on the same evaluation split of the same "
         "dataset against the same gold α-entmax graph; learned methods fit on the training split "

@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from torch import Tensor
 
-from ._base import Grid, Method, Tags, window_band
+from ._base import Grid, Method, Tags, global_positions, predict_time, window_band
 from ._registry import register
 from .graph import Graph
 
@@ -54,9 +54,12 @@ class Window(Method):
 
     Attributes:
         w: window width in tokens.
+        global_tokens: 0 = none, 1 = the first token, 2 = the first and last real token, whose
+            rows and columns are added (a window + global pattern, as Longformer's fixed form).
     """
 
-    w: int = 3
+    w: int = predict_time(3)
+    global_tokens: int = predict_time(0)
     tags: ClassVar[Tags] = Tags(structure=("band",))
     grid: ClassVar[Grid] = {
         "paper": {"w": _MT_WINDOWS},
@@ -66,5 +69,5 @@ class Window(Method):
 
     def _predict(self, q: Tensor, k: Tensor, *, lengths, causal) -> Graph:
         B, H, N, _ = q.shape
-        band = window_band(self.w)
-        return Graph((B, H, N, k.shape[2]), [band] if band else [])
+        parts = [window_band(self.w), global_positions(lengths, B, N, self.global_tokens)]
+        return Graph((B, H, N, k.shape[2]), [p for p in parts if p is not None])

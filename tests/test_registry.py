@@ -60,7 +60,7 @@ def test_ids_are_stable_and_params_round_trip():
     w = methods.create("window", w=16)
     assert w.id == "window[w=16]"
     assert methods.create("window").id == "window"
-    assert w.clone(w=3).get_params() == {"seed": 0, "w": 3}
+    assert w.clone(w=3).get_params() == {"seed": 0, "w": 3, "global_tokens": 0}
     assert dataclasses.replace(w).id == w.id
 
 

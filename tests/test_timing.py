@@ -1,0 +1,66 @@
+"""The timing harness measures every part of a case in a fresh process."""
+
+from __future__ import annotations
+
+import json
+
+from sparsebench.bench.cli import main
+from sparsebench.bench.timing import measure_case, time_fn
+
+
+def test_time_fn_reports_median_and_spread():
+    calls = []
+    out = time_fn(lambda: calls.append(1), warmup=2, repeats=5)
+    assert len(calls) == 7
+    assert 0 <= out["min_s"] <= out["median_s"] and out["iqr_s"] >= 0
+
+
+def test_case_parts_and_memory():
+    rec = measure_case(
+        {
+            "method": "window",
+            "params": {"w": 9, "global_tokens": 2},
+            "n": 96,
+            "heads": 2,
+            "dim": 8,
+            "repeats": 2,
+            "block_size": 32,
+        }
+    )
+    assert "error" not in rec, rec
+    for part in ("predict", "layout", "kernel", "end_to_end"):
+        assert rec[part]["median_s"] > 0
+    assert rec["peak_mb"] >= 0 and rec["source"] == "generator"
+    assert 0 < rec["block_density"] <= 1 and 0 < rec["sparsity"] < 1
+    dense = measure_case({"method": "sdpa", "n": 64, "heads": 2, "dim": 8, "repeats": 2})
+    assert dense["kernel"]["median_s"] > 0
+
+
+def test_gpu_only_baseline_is_reported_not_crashed():
+    rec = measure_case({"method": "xformers", "n": 64, "heads": 2, "dim": 8, "repeats": 1})
+    assert "CUDA" in rec["error"]
+
+
+def test_speed_command_writes_records(tmp_path, capsys):
+    out = tmp_path / "speed.jsonl"
+    argv = [
+        "speed",
+        "--lengths",
+        "64",
+        "--heads",
+        "2",
+        "--dim",
+        "8",
+        "--repeats",
+        "1",
+        "--block-size",
+        "32",
+        "--methods",
+        "sdpa;window:w=5",
+        "--out",
+        str(out),
+    ]
+    assert main(argv) == 0
+    recs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["spec"] for r in recs] == ["sdpa", "window:w=5"]
+    assert "window:w=5" in capsys.readouterr().out
