@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["DENSE", "measure_case", "run_case", "time_fn"]
+__all__ = ["DENSE", "measure_case", "run_case", "stopwatch"]
 
 #: Dense baselines (no graph): name -> description.
 DENSE = {
@@ -43,7 +43,7 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_fn(
+def stopwatch(
     fn: Callable[[], Any], *, device: str = "cpu", warmup: int = 1, repeats: int = 5
 ) -> dict[str, float]:
     """Median, minimum and interquartile range of ``repeats`` timed calls after ``warmup``."""
@@ -139,7 +139,7 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
             qt, kt, vt = (x.transpose(1, 2).contiguous() for x in (q, k, v))
             fn = lambda: xops.memory_efficient_attention(qt, kt, vt)  # noqa: E731
         with torch.no_grad():
-            rec["kernel"] = time_fn(fn, device=device, warmup=warmup, repeats=repeats)
+            rec["kernel"] = stopwatch(fn, device=device, warmup=warmup, repeats=repeats)
             base = _peak_begin(device)
             fn()
             rec["peak_mb"] = _peak_end(device, base)
@@ -158,7 +158,7 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
     bs = case.get("block_size", 128)
     with torch.no_grad():
         graph = m.predict(q, k)
-        rec["predict"] = time_fn(lambda: m.predict(q, k), device=device, warmup=0, repeats=repeats)
+        rec["predict"] = stopwatch(lambda: m.predict(q, k), device=device, warmup=0, repeats=repeats)
         rec["sparsity"] = 1 - float(graph.num_edges().sum()) / (heads * n * n)
         plan = None
         if path in ("auto", "block", "flex"):
@@ -170,7 +170,7 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
             )
             if path != "auto" or not one_slot:
                 plan = block_plan(graph, bs)
-                rec["layout"] = time_fn(
+                rec["layout"] = stopwatch(
                     lambda: block_plan(graph, bs),
                     device=device,
                     warmup=0,
@@ -182,7 +182,7 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
         execute(q, k, v, graph, **kw)
         _sync(device)
         first = time.perf_counter() - t0
-        rec["kernel"] = time_fn(
+        rec["kernel"] = stopwatch(
             lambda: execute(q, k, v, graph, **kw), device=device, warmup=warmup, repeats=repeats
         )
         if path == "flex":
@@ -193,7 +193,7 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
             pl = block_plan(gr, bs) if plan is not None else None
             return execute(q, k, v, gr, normalizer=normalizer, path=path, block_size=bs, plan=pl)
 
-        rec["end_to_end"] = time_fn(end_to_end, device=device, warmup=0, repeats=repeats)
+        rec["end_to_end"] = stopwatch(end_to_end, device=device, warmup=0, repeats=repeats)
         base = _peak_begin(device)
         end_to_end()
         rec["peak_mb"] = _peak_end(device, base)
