@@ -217,7 +217,7 @@ def _accuracy_plot(acc: pd.DataFrame, avg: pd.DataFrame, dataset: str, path: Pat
     return True
 
 
-def _html(sections: list[tuple[str, pd.DataFrame, str]], meta: str) -> str:
+def _html(sections: list, meta: str, speed_imgs: list[str] | None = None) -> str:
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>sparsebench results</title>",
         "<style>body{font-family:sans-serif;margin:2em;max-width:1400px}"
@@ -256,8 +256,102 @@ def _html(sections: list[tuple[str, pd.DataFrame, str]], meta: str) -> str:
         parts.append("</tbody></table>")
         for src in img:
             parts.append(f"<p><img src='{html.escape(src)}' alt='{html.escape(src)}'></p>")
+    if speed_imgs:
+        parts.append("<h2>Speed and memory</h2><p>Table: <a href='speed/speed.md'>speed.md</a></p>")
+        parts += [f"<p><img src='{html.escape(i)}' alt='speed'></p>" for i in speed_imgs]
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def speed_table(records: pd.DataFrame) -> pd.DataFrame:
+    """End-to-end time and peak memory per (normalizer, method spec, n).
+
+    Adds the ratio to the best dense kernel of the same normaliser and the crossover length:
+    the smallest n from which the method beats that kernel at every larger measured n.
+    """
+    ok = records[records.get("error", pd.Series([None] * len(records))).isna()].copy()
+    if ok.empty:
+        return ok
+    ok["time_s"] = ok["end_to_end"].map(lambda d: d["median_s"])
+    ok["spread_s"] = ok["end_to_end"].map(lambda d: d["iqr_s"])
+    ok["normalizer"] = ok.get("normalizer", "entmax")
+    ok["device"] = ok.get("device", "cpu")
+    # The newest run of each case wins.
+    ok = ok.sort_values("date").groupby(["device", "normalizer", "spec", "n"]).tail(1)
+    rows = []
+    for (device, norm), g in ok.groupby(["device", "normalizer"]):
+        dense = ["sdpa", "xformers"] if norm == "softmax" else ["dense_entmax", "entmax15_full"]
+        best = g[g["spec"].isin(dense)].groupby("n")["time_s"].min()
+        for spec, s in g.groupby("spec"):
+            s = s.sort_values("n")
+            beats = [
+                n
+                for n, t in zip(s["n"], s["time_s"], strict=True)
+                if n in best.index and t < best[n]
+            ]
+            cross = math.nan
+            for n in s["n"]:
+                later = [m for m in s["n"] if m >= n and m in best.index]
+                if later and all(m in beats for m in later):
+                    cross = float(n)
+                    break
+            for _, r in s.iterrows():
+                rows.append(
+                    {
+                        "device": device,
+                        "normalizer": norm,
+                        "spec": spec,
+                        "n": r["n"],
+                        "time_s": r["time_s"],
+                        "spread_s": r["spread_s"],
+                        "peak_mb": r.get("peak_mb", math.nan),
+                        "x_best_dense": r["time_s"] / best[r["n"]]
+                        if r["n"] in best.index
+                        else math.nan,
+                        "sparsity": r.get("sparsity", math.nan),
+                        "block_density": r.get("block_density", math.nan),
+                        "crossover_n": math.nan if spec in dense else cross,
+                        "source": r.get("source", ""),
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def _speed_plot(t: pd.DataFrame, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    sns.set_theme(style="whitegrid")
+    t = t.copy()
+    t["case"] = t["spec"] + " (" + t["normalizer"] + ", " + t["device"] + ")"
+    fig, axes = plt.subplots(1, 2, figsize=(14, 6))
+    for ax, col, label in (
+        (axes[0], "time_s", "end-to-end seconds (predict + layout + kernel)"),
+        (axes[1], "peak_mb", "peak extra memory (MB)"),
+    ):
+        sns.lineplot(
+            data=t,
+            x="n",
+            y=col,
+            hue="case",
+            style="case",
+            markers=True,
+            dashes=False,
+            estimator=None,
+            ax=ax,
+        )
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("sequence length N")
+        ax.set_ylabel(label)
+        ax.legend(fontsize=7)
+    fig.suptitle("Time and memory against sequence length (log-log), dense baselines included")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -269,7 +363,8 @@ def _atomic_write(path: Path, text: str) -> None:
 def write_leaderboard(results: str | os.PathLike = "results") -> list[Path]:
     """Write tables, plots, the index page and the README of ``results/`` from its records."""
     results = Path(results)
-    df = load_records(sorted(results.glob("*/records.jsonl")))
+    graph_records = [p for p in results.glob("*/records.jsonl") if p.parent.name != "speed"]
+    df = load_records(sorted(graph_records))
     if df.empty:
         raise ValueError(f"no records under {results}/*/records.jsonl; run `sparsebench sweep`")
     written: list[Path] = []
@@ -318,8 +413,49 @@ def write_leaderboard(results: str | os.PathLike = "results") -> list[Path]:
             written.append(folder / "accuracy.png")
             imgs.append(f"{dataset}/accuracy.png")
         sections.append((str(dataset), table, imgs))
+    speed_path = results / "speed" / "records.jsonl"
+    speed_imgs = []
+    if speed_path.exists():
+        sp = speed_table(load_records(speed_path))
+        if not sp.empty:
+            _atomic_write(results / "speed" / "speed.csv", sp.to_csv(index=False))
+            md = [
+                "# Speed and memory",
+                "",
+                meta,
+                "",
+                "| device | normalizer | method | N | end-to-end s ↓ | × best dense ↓ | "
+                "peak MB ↓ | sparsity | block density | crossover N |",
+                "|---|---|---|---|---|---|---|---|---|---|",
+            ]
+            for _, r in sp.iterrows():
+                cells = [
+                    r["device"],
+                    r["normalizer"],
+                    f"`{r['spec']}`",
+                    str(int(r["n"])),
+                    f"{r['time_s']:.4f} ± {r['spread_s']:.4f}",
+                    *(
+                        ("—" if pd.isna(r[c]) else f"{r[c]:.3f}")
+                        for c in ("x_best_dense", "peak_mb", "sparsity", "block_density")
+                    ),
+                    "—" if pd.isna(r["crossover_n"]) else str(int(r["crossover_n"])),
+                ]
+                md.append("| " + " | ".join(cells) + " |")
+            md += [
+                "",
+                "End-to-end = predict + block layout + attention kernel, median of "
+                "repeats (± interquartile range), each case in a fresh process. Crossover N: "
+                "the smallest measured N from which the method is faster than the best dense "
+                "kernel of the same normaliser at every larger measured N.",
+                "",
+            ]
+            _atomic_write(results / "speed" / "speed.md", "\n".join(md))
+            _speed_plot(sp, results / "speed" / "speed.png")
+            written += [results / "speed" / "speed.md", results / "speed" / "speed.png"]
+            speed_imgs.append("speed/speed.png")
     index = results / "index.html"
-    _atomic_write(index, _html(sections, meta))
+    _atomic_write(index, _html(sections, meta, speed_imgs))
     readme = results / "README.md"
     _atomic_write(readme, _readme(sections, meta))
     return [*written, index, readme]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 
+import pytest
+
 from sparsebench.bench.cli import main
 from sparsebench.bench.leaderboard import write_leaderboard
 from sparsebench.bench.records import append_record
@@ -104,3 +106,38 @@ def test_accuracy_columns_and_plot(tmp_path):
     assert "0.3500" in window_row and "-0.0500" in window_row
     assert (results / "toy" / "accuracy.png").stat().st_size > 10_000
     assert "toy/accuracy.png" in (results / "index.html").read_text()
+
+
+def test_speed_table_crossover_and_plot(tmp_path):
+    from sparsebench.bench.analysis import load_records
+    from sparsebench.bench.leaderboard import speed_table
+
+    results = make(tmp_path)
+    sp = results / "speed" / "records.jsonl"
+    times = {
+        "dense_entmax": {512: 0.01, 1024: 0.04, 2048: 0.16},
+        "window:w=5": {512: 0.02, 1024: 0.03, 2048: 0.05},
+    }
+    for spec, by_n in times.items():
+        for n, t in by_n.items():
+            append_record(
+                sp,
+                {
+                    "spec": spec,
+                    "method": spec.split(":")[0],
+                    "n": n,
+                    "normalizer": "entmax",
+                    "device": "cpu",
+                    "date": "2026-11-22",
+                    "end_to_end": {"median_s": t, "iqr_s": 0.001, "min_s": t},
+                    "peak_mb": 10.0 * n / 512,
+                    "params": {},
+                },
+            )
+    t = speed_table(load_records(sp))
+    w = t[t["spec"] == "window:w=5"].set_index("n")
+    assert w.loc[1024, "x_best_dense"] == pytest.approx(0.75)
+    assert w.loc[512, "crossover_n"] == 1024
+    write_leaderboard(results)
+    assert (results / "speed" / "speed.png").stat().st_size > 10_000
+    assert "| cpu | entmax | `window:w=5` | 1024 |" in (results / "speed" / "speed.md").read_text()
