@@ -339,7 +339,17 @@ def cmd_sweep(args) -> int:
     name = data.meta.get("name", Path(args.data).name)
     out = Path(args.out) if args.out else Path(args.results) / name / "records.jsonl"
     layers = [int(x) for x in args.layers.split(",")] if args.layers else None
-    res = sweep(data, out, dataset=name, methods=args.methods, grid=args.grid, layers=layers)
+    res = sweep(
+        data,
+        out,
+        dataset=name,
+        methods=args.methods,
+        grid=args.grid,
+        layers=layers,
+        executor=args.executor,
+        address=args.address,
+        gpus_per_task=args.gpus_per_task,
+    )
     print(
         f"{res['done']} records written, {res['skipped']} already done, "
         f"{res['failed']} failed -> {out}"
@@ -510,6 +520,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--layers", help="comma-separated layers (default: all)")
     s.add_argument("--results", default="results", help="results folder")
     s.add_argument("--out", help="records file (default: RESULTS/<dataset>/records.jsonl)")
+    s.add_argument(
+        "--executor",
+        choices=["local", "ray"],
+        default="local",
+        help="local: in this process; ray: one Ray task per layer and method",
+    )
+    s.add_argument("--address", help="Ray cluster address (default: start a local instance)")
+    s.add_argument("--gpus-per-task", type=float, default=0, help="GPUs each Ray task requests")
     s.set_defaults(func=cmd_sweep)
 
     s = sub.add_parser("accuracy", help="task accuracy with predicted attention graphs")

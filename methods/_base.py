@@ -146,10 +146,15 @@ class Method:
         """Registry name plus the non-default parameters, e.g. ``window[w=16]``."""
         changed = []
         for f in dataclasses.fields(self):
-            default = f.default if f.default is not dataclasses.MISSING else None
-            if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-                default = f.default_factory()  # type: ignore[misc]
             value = getattr(self, f.name)
+            # Compare by type, not identity, with the MISSING sentinel: a class sent to another
+            # process by value (e.g. to a Ray worker) carries its own copy of it.
+            if callable(f.default_factory):
+                default = f.default_factory()
+            elif type(f.default) is type(dataclasses.MISSING):
+                default = None
+            else:
+                default = f.default
             if value != default:
                 changed.append(f"{f.name}={_fmt(value)}")
         return f"{self.name}[{','.join(sorted(changed))}]" if changed else self.name
