@@ -158,7 +158,9 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
     bs = case.get("block_size", 128)
     with torch.no_grad():
         graph = m.predict(q, k)
-        rec["predict"] = stopwatch(lambda: m.predict(q, k), device=device, warmup=0, repeats=repeats)
+        rec["predict"] = stopwatch(
+            lambda: m.predict(q, k), device=device, warmup=0, repeats=repeats
+        )
         rec["sparsity"] = 1 - float(graph.num_edges().sum()) / (heads * n * n)
         plan = None
         if path in ("auto", "block", "flex"):
