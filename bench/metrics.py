@@ -122,9 +122,9 @@ def graph_metrics(
             if causal:
                 ok &= idx <= i
             hit = torch.gather(p, -1, idx.clamp(min=0)) & ok
-            inter += hit.sum((-1, -2))
-            n_gold += ok.sum((-1, -2))
-            n_pred += p.sum((-1, -2))
+            inter += _count(hit)
+            n_gold += _count(ok)
+            n_pred += _count(p)
             row_valid = torch.arange(s, e).view(1, 1, -1) < L.view(B, 1, 1)
             exact_rows += (~(ok & ~hit).any(-1) & row_valid).sum(-1)
             if w is not None:
@@ -203,13 +203,19 @@ def _row_blocks(idx: Tensor, ok: Tensor, s: int, e: int, bs: int, M: int) -> Ten
     return out[..., : cb * Mb].view(B, H, cb, Mb)
 
 
+def _count(mask: Tensor) -> Tensor:
+    """Edges per (B, H) of a bool slab (summed as bytes, which is several times faster)."""
+    return mask.view(torch.uint8).sum((-1, -2), dtype=torch.int32)
+
+
 def _blocks(mask: Tensor, bs: int) -> Tensor:
     """Which (bs x bs) blocks of a row slab hold an edge: (B, H, c/bs, ceil(M/bs))."""
     B, H, c, M = mask.shape
     pad_r, pad_c = (-c) % bs, (-M) % bs
+    m = mask.view(torch.uint8)
     if pad_r or pad_c:
-        mask = torch.nn.functional.pad(mask, (0, pad_c, 0, pad_r))
-    return mask.view(B, H, (c + pad_r) // bs, bs, (M + pad_c) // bs, bs).any(-1).any(-2)
+        m = torch.nn.functional.pad(m, (0, pad_c, 0, pad_r))
+    return m.view(B, H, (c + pad_r) // bs, bs, (M + pad_c) // bs, bs).amax(dim=(-1, -3)) > 0
 
 
 def _entmax(scores: Tensor, alpha: float) -> Tensor:

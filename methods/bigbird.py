@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import ClassVar
 
 import torch
@@ -17,6 +18,31 @@ __all__ = ["BigBird"]
 # The paper sweeps every baseline with these windows on top (0 = no window).
 _MT_WINDOWS = [0, 1, 3, 5, 7, 9, 11, 15, 19, 23, 27]
 _MLM_WINDOWS = [0, 3, 11, 25]
+
+
+@lru_cache(maxsize=8192)
+def _random_blocks(seed: int, r: int, official_plan: bool, nb: int, head: int) -> Tensor:
+    """Random key blocks ``(nb, r)`` of each row block (``-1`` where none).
+
+    A pure function of its arguments (the draw is seeded by ``seed``, ``head`` and ``nb``), so
+    it is cached: configurations that differ only in predict-time options share the draws.
+    """
+    g = torch.Generator()
+    g.manual_seed(hash((seed, head, nb)) & 0x7FFFFFFF)
+    scores = torch.rand(nb, nb, generator=g)
+    i = torch.arange(nb).view(-1, 1)
+    j = torch.arange(nb).view(1, -1)
+    inner = (i > 0) & (i < nb - 1) & (j > 0) & (j < nb - 1)
+    allowed = inner & ((j - i).abs() > 1)
+    if official_plan and nb > 2 * r + 5:
+        allowed &= j <= 2 * r + 3
+    scores = torch.where(allowed, scores, -1.0)
+    kk = min(r, nb)
+    vals, idx = scores.topk(kk, dim=-1)
+    idx = torch.where(vals >= 0, idx, -1)
+    if kk < r:
+        idx = torch.cat([idx, torch.full((nb, r - kk), -1, dtype=torch.long)], dim=-1)
+    return idx
 
 
 @register("bigbird")
@@ -67,22 +93,7 @@ class BigBird(Composable):
 
     def _random_blocks(self, nb: int, head: int) -> Tensor:
         """Random key blocks ``(nb, r)`` of each row block (``-1`` where none)."""
-        r = self.num_random
-        g = self._generator(head, nb)
-        scores = torch.rand(nb, nb, generator=g)
-        i = torch.arange(nb).view(-1, 1)
-        j = torch.arange(nb).view(1, -1)
-        inner = (i > 0) & (i < nb - 1) & (j > 0) & (j < nb - 1)
-        allowed = inner & ((j - i).abs() > 1)
-        if self.official_plan and nb > 2 * r + 5:
-            allowed &= j <= 2 * r + 3
-        scores = torch.where(allowed, scores, -1.0)
-        kk = min(r, nb)
-        vals, idx = scores.topk(kk, dim=-1)
-        idx = torch.where(vals >= 0, idx, -1)
-        if kk < r:
-            idx = torch.cat([idx, torch.full((nb, r - kk), -1, dtype=torch.long)], dim=-1)
-        return idx
+        return _random_blocks(self.seed, self.num_random, self.official_plan, nb, head)
 
     def _predict(self, q: Tensor, k: Tensor, *, lengths, causal) -> Graph:
         if self.num_random < 0:
