@@ -113,3 +113,52 @@ def test_save_load_round_trip(tmp_path):
     with torch.no_grad():
         # Weights are stored in float16: outputs agree to float16 rounding.
         assert torch.allclose(model(ids), back(ids), atol=1e-2)
+
+
+def test_build_small_shakespeare_dataset(tmp_path, capsys):
+    import json
+
+    from sparsebench.bench.cli import main
+    from sparsebench.datasets import QKData
+    from sparsebench.datasets.shakespeare import build
+
+    path = build(
+        "shakespeare-lm", tmp_path / "lm", counts={"train": 2, "eval": 3}, log=lambda m: None
+    )
+    card = json.loads((path / "card.json").read_text())
+    for field in (
+        "name",
+        "version",
+        "model",
+        "alpha",
+        "layers",
+        "heads",
+        "head_dim",
+        "causal",
+        "tokenization",
+        "text_source",
+        "text_license",
+        "splits",
+        "scaling",
+        "files",
+        "gold_sparsity_per_layer",
+        "sparsebench_version",
+    ):
+        assert field in card, field
+    assert card["causal"] is True and card["heads"] == 4 and card["head_dim"] == 64
+    assert len(card["gold_sparsity_per_layer"]) == card["layers"]
+    assert all(0.5 < s < 1 for s in card["gold_sparsity_per_layer"])  # structured attention
+    data = QKData.load(path)
+    assert data.split_names == ["train", "eval"] and len(data) == 5
+    assert 128 <= int(data.lengths.min()) and int(data.lengths.max()) <= 512
+    assert main(["evaluate", "--data", str(path), "--method", "full", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["recall"] == 1.0
+
+
+def test_text_split_by_play():
+    from sparsebench.datasets.text import EVAL_PLAYS, split_plays
+
+    splits = split_plays()
+    assert set(splits["eval"]) == set(EVAL_PLAYS)
+    assert not set(splits["train"]) & set(splits["eval"])
+    assert len(splits["train"]) >= 30
