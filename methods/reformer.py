@@ -9,9 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._base import Composable, Grid, Tags, predict_time
+from ._base import Grid, Tags, predict_time
 from ._registry import register
 from .graph import Graph, Groups
+from .sparsefinder import LearnedSpace
 
 __all__ = ["Reformer", "lsh_buckets"]
 
@@ -38,7 +39,7 @@ def lsh_buckets(x: Tensor, rotations: Tensor) -> Tensor:
 
 @register("reformer")
 @dataclass(kw_only=True)
-class Reformer(Composable):
+class Reformer(LearnedSpace):
     """Angular LSH attention: tokens attend within their hash bucket, over ``n_hashes`` rounds.
 
     Paper: Kitaev et al., "Reformer: The Efficient Transformer", ICLR 2020 (arXiv:2001.04451),
@@ -65,8 +66,9 @@ class Reformer(Composable):
       the first chunk looks back to the last chunk of the same round). Union over rounds.
 
     Deviations: rotations are drawn once from ``seed`` instead of per batch from the global RNG
-    (bug B17); buckets are computed on the raw head vectors (the official code hashes the learned
-    Sparsefinder projections); padding tokens get no bucket instead of an extra one.
+    (bug B17); padding tokens get no bucket instead of an extra one. Buckets are computed on the
+    raw head vectors by default (``space="raw"``, what the leaderboard uses);
+    ``space="projected"`` hashes the learned Sparsefinder projections as the official code does.
 
     Attributes:
         n_buckets: buckets per round (even).
@@ -82,7 +84,7 @@ class Reformer(Composable):
     vectors: Literal["separate", "concat"] = "separate"
     graph: Literal["ideal", "executed"] = predict_time("ideal")
     chunk_size: int | None = predict_time(None)
-    tags: ClassVar[Tags] = Tags(stochastic=True, structure=("groups",))
+    tags: ClassVar[Tags] = Tags(stochastic=True, learned=True, structure=("groups",))
     grid: ClassVar[Grid] = {
         "paper": {"n_buckets": _MT_BUCKETS, "window": _MT_WINDOWS},
         "paper_mlm": {"n_buckets": [*_MT_BUCKETS, 40, 50, 100], "window": _MLM_WINDOWS},
@@ -127,6 +129,7 @@ class Reformer(Composable):
     def _predict(self, q: Tensor, k: Tensor, *, lengths, causal) -> Graph:
         B, H, N, _ = q.shape
         M = k.shape[2]
+        q, k = self._to_space(q, k)
         qb, kb = self.buckets(q, k)  # (B, H, N, R), (B, H, M, R)
         Lq = lengths if lengths is not None else torch.full((B,), N, dtype=torch.long)
         Lk = lengths if lengths is not None else torch.full((B,), M, dtype=torch.long)

@@ -9,9 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._base import Composable, Grid, Tags, predict_time
+from ._base import Grid, Tags, predict_time
 from ._registry import register
 from .graph import Graph, Groups
+from .sparsefinder import LearnedSpace
 
 if TYPE_CHECKING:
     from sparsebench.datasets import QKData
@@ -82,7 +83,7 @@ def balanced_assign(sim: Tensor, valid: Tensor, w: Tensor) -> Tensor:
 
 @register("routing")
 @dataclass(kw_only=True)
-class Routing(Composable):
+class Routing(LearnedSpace):
     """Balanced spherical k-means routing: a query meets the keys routed to its cluster.
 
     Paper: Roy et al., "Efficient Content-Based Sparse Attention with Routing Transformers",
@@ -101,8 +102,9 @@ class Routing(Composable):
 
     Deviations and switches: ``L`` is each sequence's real length; the official code uses the
     padded batch length (bug B8), which ``official_padded_length=True`` reproduces for ``w``.
-    Clustering runs on the raw head vectors (the official code uses the learned Sparsefinder
-    projections). In a decoder the causal mask is applied after routing, so routing still sees
+    Clustering runs on the raw head vectors by default (``space="raw"``, what the leaderboard
+    uses); ``space="projected"`` clusters the learned Sparsefinder projections, as the official
+    code does. In a decoder the causal mask is applied after routing, so routing still sees
     future tokens (not realisable autoregressively; B8).
 
     Attributes:
@@ -114,7 +116,7 @@ class Routing(Composable):
     num_clusters: int = 4
     kmeans_iters: int = 10
     official_padded_length: bool = predict_time(False)
-    tags: ClassVar[Tags] = Tags(stochastic=True, structure=("groups",))
+    tags: ClassVar[Tags] = Tags(stochastic=True, learned=True, structure=("groups",))
     grid: ClassVar[Grid] = {
         "paper": {"num_clusters": _CLUSTERS, "window": _MT_WINDOWS},
         "paper_mlm": {"num_clusters": _CLUSTERS, "window": _MLM_WINDOWS},
@@ -141,6 +143,7 @@ class Routing(Composable):
         B, H, N, D = q.shape
         M = k.shape[2]
         L = lengths if lengths is not None else torch.full((B,), min(N, M), dtype=torch.long)
+        q, k = self._to_space(q, k)
         qn, kn = F.normalize(q.float(), dim=-1), F.normalize(k.float(), dim=-1)
         centroids = self._get_centroids(qn, kn, L)  # (H, C, D)
         if self.official_padded_length:
@@ -190,11 +193,13 @@ class RoutingTrained(Routing):
         """Train the centroids of each head of ``layer`` on ``train``."""
         if not 0 <= self.decay <= 1:
             raise ValueError(f"decay must lie in [0, 1], got {self.decay}")
+        self._fit_space(train, layer)
         centroids: Tensor | None = None
         for batch in train.batches(layer, self.batch_size):
-            S, H, n, D = batch.q.shape
-            qn = F.normalize(batch.q.float(), dim=-1)
-            kn = F.normalize(batch.k.float(), dim=-1)
+            bq, bk = self._to_space(batch.q, batch.k)
+            S, H, n, D = bq.shape
+            qn = F.normalize(bq.float(), dim=-1)
+            kn = F.normalize(bk.float(), dim=-1)
             real = torch.arange(n).view(1, n) < batch.lengths.view(S, 1)
             if self.official_ema:
                 real = torch.ones_like(real)

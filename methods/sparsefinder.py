@@ -592,3 +592,34 @@ class SparsefinderBlocks(_SparsefinderBase):
         blocks = (qi.unsqueeze(3).unsqueeze(-1) == ki.unsqueeze(2).unsqueeze(-2)).any(-1).any(-1)
         B, H, N, _ = q.shape
         return Graph((B, H, N, k.shape[2]), [BlockLayout(blocks, self.block_size)])
+
+
+@dataclass(kw_only=True)
+class LearnedSpace(Composable):
+    """Mixin for baselines that the official code ran on the learned Sparsefinder projections.
+
+    Attributes:
+        space: ``"raw"`` (default) works on the head's own query and key vectors;
+            ``"projected"`` first maps them with a Sparsefinder projector (``r = 4``, shared,
+            the paper's loss) trained on the train split by ``fit``, as the official code did.
+    """
+
+    space: Literal["raw", "projected"] = "raw"
+
+    def _fit_space(self, train: QKData, layer: int) -> None:
+        if self.space not in ("raw", "projected"):
+            raise ValueError(f"space must be 'raw' or 'projected', got {self.space!r}")
+        if self.space == "projected":
+            self.projector_ = SparsefinderDistance(seed=self.seed).fit(train, layer)
+
+    def fit(self, train: QKData, layer: int) -> Self:
+        """Train the projector when ``space="projected"`` (otherwise nothing to learn)."""
+        self._fit_space(train, layer)
+        return self
+
+    def _to_space(self, q: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
+        if self.space == "raw":
+            return q, k
+        if not hasattr(self, "projector_"):
+            raise RuntimeError(f"{self.id} must be fitted first: call .fit(train, layer)")
+        return self.projector_._project(q, "q"), self.projector_._project(k, "k")

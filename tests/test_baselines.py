@@ -317,3 +317,30 @@ def test_random_density():
     assert abs(frac - 0.2) < 0.02
     again = methods.create("random", density=0.2).predict(q, k).to_dense()
     assert torch.equal(g.to_dense(), again)
+
+
+def test_reformer_and_routing_on_projected_vectors():
+    data = datasets.synthetic(num_seqs=6, layers=1, heads=2, n=24, d=8, seed=4)
+    ev = data.split("eval").layer(0)
+    for name in ("reformer", "routing", "routing_trained"):
+        raw = methods.create(name).fit(data.split("train"), 0)
+        proj = methods.create(name, space="projected")
+        with pytest.raises(RuntimeError, match="fitted"):
+            proj.predict(ev.q, ev.k, lengths=ev.lengths)
+        proj = proj.fit(data.split("train"), 0)
+        assert proj.projector_.w_q_.shape == (2, 8, 4)  # r = 4 learned projections
+        a = raw.predict(ev.q, ev.k, lengths=ev.lengths).to_dense()
+        b = proj.predict(ev.q, ev.k, lengths=ev.lengths).to_dense()
+        assert a.shape == b.shape and not torch.equal(a, b), name
+
+
+def test_even_and_odd_windows_by_hand():
+    q = torch.zeros(1, 1, 6, 2)
+    w4 = methods.create("window", w=4).predict(q, q).to_dense()[0, 0]
+    # w = 4 keeps j - i in {-1, 0, 1, 2}: one behind, two ahead.
+    assert w4[2].tolist() == [False, True, True, True, True, False]
+    assert w4[5].tolist() == [False, False, False, False, True, True]
+    w3 = methods.create("window", w=3).predict(q, q, causal=True).to_dense()[0, 0]
+    assert w3[3].tolist() == [False, False, True, True, False, False]  # decoder: past half
+    padded = methods.create("window", w=5).predict(q, q, lengths=torch.tensor([4])).to_dense()
+    assert padded[0, 0, 3].tolist() == [False, True, True, True, False, False]

@@ -351,3 +351,16 @@ def test_separate_projectors_and_bad_params():
     lay = eval_layer()
     with pytest.raises(ValueError, match="heads"):
         fitted("sparsefinder_quantize").predict(lay.q[:, :1], lay.k[:, :1])
+
+
+def test_fixed_buckets_with_ties_hold_exactly_s_tokens():
+    from sparsebench.methods.sparsefinder import fixed_buckets
+
+    # Every projected value equal: ranks follow positions (stable), buckets still hold S each.
+    x = torch.zeros(1, 1, 10, 2)
+    b = fixed_buckets(x, torch.tensor([7]), 3)
+    assert b[0, 0, :, 0].tolist() == [0, 0, 0, 1, 1, 1, 2, -1, -1, -1]
+    x2 = torch.tensor([1.0, 0.0, 1.0, 0.0, 1.0, 0.0]).view(1, 1, 6, 1)
+    b2 = fixed_buckets(x2, None, 2)[0, 0, :, 0].tolist()
+    # Sorted: the three 0.0 (positions 1, 3, 5) then the three 1.0 (0, 2, 4), two per bucket.
+    assert b2 == [1, 0, 2, 0, 2, 1]

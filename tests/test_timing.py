@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 
 from sparsebench.bench.cli import main
-from sparsebench.bench.timing import measure_case, time_fn
+from sparsebench.bench.timing import measure_case, stopwatch
 
 
-def test_time_fn_reports_median_and_spread():
+def test_stopwatch_reports_median_and_spread():
     calls = []
-    out = time_fn(lambda: calls.append(1), warmup=2, repeats=5)
+    out = stopwatch(lambda: calls.append(1), warmup=2, repeats=5)
     assert len(calls) == 7
     assert 0 <= out["min_s"] <= out["median_s"] and out["iqr_s"] >= 0
 
