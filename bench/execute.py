@@ -30,29 +30,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from sparsebench.methods import Graph, Groups, attention_logits, check_qk
+from sparsebench.methods import Graph, Groups, attention_logits, attention_probs, check_qk
 
-__all__ = ["BlockPlan", "block_plan", "execute", "normalize"]
+__all__ = ["BlockPlan", "block_plan", "execute"]
 
 Normalizer = Literal["entmax", "softmax"]
-
-
-def normalize(scores: Tensor, normalizer: Normalizer, alpha: float = 1.5) -> Tensor:
-    """Softmax or α-entmax over the last dim of ``-inf``-masked scores; empty rows give zeros."""
-    empty = torch.isinf(scores).all(-1, keepdim=True)
-    safe = torch.where(empty, 0.0, scores)
-    if normalizer == "softmax":
-        p = torch.softmax(safe, dim=-1)
-    elif normalizer == "entmax":
-        from entmax import entmax15, entmax_bisect
-
-        if alpha == 1.5:
-            p = entmax15(safe, dim=-1, k=min(64, safe.shape[-1]))
-        else:
-            p = entmax_bisect(safe, alpha=alpha, dim=-1)
-    else:
-        raise ValueError(f"normalizer must be 'entmax' or 'softmax', got {normalizer!r}")
-    return torch.where(empty, 0.0, p)
 
 
 # -- dense reference --------------------------------------------------------------------------
@@ -62,7 +44,7 @@ def _dense(q, k, v, graph: Graph, normalizer, alpha) -> Tensor:
     for s, e in graph.row_chunks():
         z = attention_logits(q[:, :, s:e], k)  # (B, H, c, M)
         z = z.masked_fill(~graph.slab(s, e).to(z.device), float("-inf"))
-        out[:, :, s:e] = normalize(z, normalizer, alpha) @ v
+        out[:, :, s:e] = attention_probs(z, normalizer, alpha) @ v
     return out
 
 
@@ -171,7 +153,7 @@ def _block(
         allowed = allowed.permute(0, 2, 1, 3).reshape(len(rows), b, kmax * b)
         z = torch.einsum("rqd,rskd->rqsk", qp[rows], kg).reshape(len(rows), b, kmax * b)
         z = z.masked_fill(~allowed.to(z.device), float("-inf"))
-        p = normalize(z, normalizer, alpha)
+        p = attention_probs(z, normalizer, alpha)
         out[rows] = p @ vg.reshape(len(rows), kmax * b, Dv)
     return out.view(B, H, Qb * b, Dv)[:, :, :N]
 
@@ -292,7 +274,7 @@ def _grouped(q, k, v, graph: Graph, normalizer, alpha, max_pairs: int = 1 << 22)
         if graph.causal:
             allowed &= (ki % M).unsqueeze(1) <= (qi % N).unsqueeze(-1)
         z = z.masked_fill(~allowed, float("-inf"))
-        p = normalize(z, normalizer, alpha)
+        p = attention_probs(z, normalizer, alpha)
         res = p @ vflat[ki]  # (g, mq, Dv)
         out[qi[ok_q]] = res[ok_q]
     return out.view(B, H, N, Dv)

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping
 import torch
 from torch import Tensor
 
-from sparsebench.methods import Graph, RowIndex, attention_logits, check_qk
+from sparsebench.methods import Graph, RowIndex, attention_logits, attention_probs, check_qk
 
 __all__ = ["METRICS", "average_layers", "graph_metrics", "output_error"]
 
@@ -218,16 +218,6 @@ def _blocks(mask: Tensor, bs: int) -> Tensor:
     return m.view(B, H, (c + pad_r) // bs, bs, (M + pad_c) // bs, bs).amax(dim=(-1, -3)) > 0
 
 
-def _entmax(scores: Tensor, alpha: float) -> Tensor:
-    from entmax import entmax15, entmax_bisect
-
-    empty = torch.isinf(scores).all(-1, keepdim=True)
-    safe = torch.where(empty, 0.0, scores)
-    p = entmax15(safe, dim=-1) if alpha == 1.5 else entmax_bisect(safe, alpha=alpha, dim=-1)
-    # A query with no allowed key attends to nothing: its output is zero (never full attention).
-    return torch.where(empty, 0.0, p)
-
-
 def output_error(
     q: Tensor,
     k: Tensor,
@@ -261,8 +251,10 @@ def output_error(
         for s, e in pred.row_chunks():
             valid = pred.valid_slab(s, e)  # (B|1, 1, c, M)
             z = attention_logits(q[:, :, s:e], k)  # (B, H, c, M)
-            ref = _entmax(z.masked_fill(~valid, float("-inf")), alpha) @ v
-            approx = _entmax(z.masked_fill(~pred.slab(s, e), float("-inf")), alpha) @ v
+            ref = attention_probs(z.masked_fill(~valid, float("-inf")), "entmax", alpha) @ v
+            approx = (
+                attention_probs(z.masked_fill(~pred.slab(s, e), float("-inf")), "entmax", alpha) @ v
+            )
             num += ((approx - ref).double() ** 2).sum((-1, -2))
             den += (ref.double() ** 2).sum((-1, -2))
     per = torch.where(den > 0, (num / den.clamp(min=1e-300)).sqrt(), float("nan"))

@@ -29,6 +29,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from sparsebench.methods import attention_probs
+
 from .qkdata import DatasetError, QKData
 from .text import EVAL_PLAYS, TEXT_LICENSE, TEXT_SOURCE, play_texts, split_plays
 
@@ -67,14 +69,6 @@ def _transformers():
     return transformers
 
 
-def _entmax(scores: Tensor, alpha: float) -> Tensor:
-    from entmax import entmax15, entmax_bisect
-
-    if alpha == 1.5:
-        return entmax15(scores, dim=-1)
-    return entmax_bisect(scores, alpha=alpha, dim=-1)
-
-
 def _entmax_attention(
     module: torch.nn.Module,
     query: Tensor,
@@ -97,7 +91,7 @@ def _entmax_attention(
             scores = scores.masked_fill(~attention_mask, float("-inf"))
         else:
             scores = scores + attention_mask.float()
-    probs = _entmax(scores, alpha)
+    probs = attention_probs(scores, "entmax", alpha)
     if dropout and module.training:
         probs = torch.nn.functional.dropout(probs, p=dropout)
     out = torch.matmul(probs, v32).to(value.dtype)
@@ -352,22 +346,6 @@ def minilm_model_path() -> Path:
     return path
 
 
-def _gold_sparsity(data: QKData) -> list[float]:
-    from sparsebench.bench.metrics import graph_metrics
-    from sparsebench.methods import gold_graph
-
-    out = []
-    for layer in range(data.num_layers):
-        per_seq = []
-        for b in data.batches(layer, 16):
-            g = gold_graph(b.q, b.k, alpha=b.alpha, lengths=b.lengths, causal=b.causal)
-            m = graph_metrics(g, g, lengths=b.lengths, causal=b.causal)
-            per_seq.append(m["per_sequence"]["gold_sparsity"])
-        # Mean over sequences, then heads, as graph_metrics averages.
-        out.append(round(float(torch.cat(per_seq).nanmean(0).nanmean()), 4))
-    return out
-
-
 def build_minilm_entmax(
     out_dir: str | os.PathLike,
     *,
@@ -423,7 +401,7 @@ def build_minilm_entmax(
         }
     )
     extra = {
-        "gold_sparsity_per_layer": _gold_sparsity(data.split("eval")),
+        "gold_sparsity_per_layer": data.split("eval").gold_sparsity(),
         "gold_sparsity_split": "eval",
         "build_seconds": round(time.perf_counter() - t0, 1),
     }

@@ -15,9 +15,9 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from sparsebench.methods import attention_logits
+from sparsebench.methods import attention_logits, attention_probs
 
-__all__ = ["EntmaxTransformer", "ModelConfig", "entmax_attention_probs"]
+__all__ = ["EntmaxTransformer", "ModelConfig"]
 
 #: ``restrict(layer, q, k, lengths, causal) -> bool mask (B, H, N, N) or None``: the keys each
 #: query may attend to (used to replace attention with a predicted graph at test time).
@@ -41,20 +41,6 @@ class ModelConfig:
     def head_dim(self) -> int:
         """Size of one head."""
         return self.d_model // self.n_heads
-
-
-def entmax_attention_probs(scores: Tensor, alpha: float) -> Tensor:
-    """α-entmax over the last dim of masked scores; a row with no allowed key gets zeros."""
-    from entmax import entmax15, entmax_bisect
-
-    empty = torch.isinf(scores).all(-1, keepdim=True)
-    safe = torch.where(empty, 0.0, scores)
-    if alpha == 1.5:
-        # k only bounds the partial sort; entmax15 falls back to a wider one, so it stays exact.
-        p = entmax15(safe, dim=-1, k=min(64, safe.shape[-1]))
-    else:
-        p = entmax_bisect(safe, alpha=alpha, dim=-1)
-    return torch.where(empty, 0.0, p)
 
 
 class Block(nn.Module):
@@ -92,7 +78,7 @@ class Block(nn.Module):
             if mask is not None:
                 allowed = allowed & mask
         scores = attention_logits(q, k).masked_fill(~allowed, float("-inf"))
-        p = entmax_attention_probs(scores, self.cfg.alpha)
+        p = attention_probs(scores, "entmax", self.cfg.alpha)
         att = (p @ v).transpose(1, 2).reshape(B, N, H * dh)
         x = x + self.out(att)
         return x + self.ff(self.ln2(x))

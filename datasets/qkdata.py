@@ -199,6 +199,20 @@ class QKData:
             cut = lambda t: None if t is None else t[s : s + batch_size, :, :n]  # noqa: E731
             yield LayerData(cut(full.q), cut(full.k), cut(full.v), L, self.causal, self.alpha)
 
+    def gold_sparsity(self, batch_size: int = 16) -> list[float]:
+        """Sparsity of the gold α-entmax graph per layer (per sequence, then heads, averaged)."""
+        from sparsebench.methods import Graph, gold_graph
+
+        out = []
+        for layer in range(self.num_layers):
+            vals = []
+            for b in self.batches(layer, batch_size):
+                g = gold_graph(b.q, b.k, alpha=self.alpha, lengths=b.lengths, causal=self.causal)
+                valid = Graph(g.shape, lengths=b.lengths, causal=self.causal).num_valid()
+                vals.append(1 - g.num_edges().double() / valid.double().view(-1, 1))
+            out.append(round(float(torch.cat(vals).mean(0).mean()), 4))
+        return out
+
     # -- disk -----------------------------------------------------------------------------
     def card(self) -> dict[str, Any]:
         """The dataset card describing this data (without file checksums)."""

@@ -70,21 +70,6 @@ def load_model(name: str) -> EntmaxTransformer:
     return EntmaxTransformer.load(folder)
 
 
-def _gold_sparsity(data: QKData) -> list[float]:
-    from sparsebench.methods import Graph, gold_graph
-
-    out = []
-    for layer in range(data.num_layers):
-        vals = []
-        for b in data.batches(layer, 8):
-            g = gold_graph(b.q, b.k, alpha=data.alpha, lengths=b.lengths, causal=data.causal)
-            edges = g.num_edges().double()  # (B, H)
-            valid = Graph(g.shape, lengths=b.lengths, causal=data.causal).num_valid().double()
-            vals.append(1 - edges / valid.view(-1, 1))
-        out.append(round(float(torch.cat(vals).mean()), 4))
-    return out
-
-
 def train(name: str, *, steps: int | None = None, log: Callable[[str], None] = print) -> Path:
     """Train a bundled model from scratch and write its weights and model card."""
     cfg, tc, _ = MODELS[name] if name in MODELS else (None, None, None)
@@ -139,7 +124,7 @@ def train(name: str, *, steps: int | None = None, log: Callable[[str], None] = p
             "unigram_loss": round(uni, 4),
             "loss_below_unigram_nats": round(uni - val["loss"], 4),
         },
-        "gold_sparsity_per_layer": _gold_sparsity(data.split("eval")),
+        "gold_sparsity_per_layer": data.split("eval").gold_sparsity(),
     }
     (folder / "card.json").write_text(json.dumps(card, indent=2) + "\n")
     (folder / "README.md").write_text(_model_card_md(card))
@@ -276,7 +261,7 @@ def build(
     streams = token_streams(tok)
     data = build_data(name, model, tok, streams, counts=counts, log=log)
     extra = {
-        "gold_sparsity_per_layer": _gold_sparsity(data.split("eval")),
+        "gold_sparsity_per_layer": data.split("eval").gold_sparsity(),
         "build_seconds": round(time.perf_counter() - t0, 1),
     }
     path = data.save(out, extra_card=extra)

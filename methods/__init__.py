@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from ._base import Composable, Grid, Method, Tags, check_qk, predict_time, window_band
 from ._registry import ENTRY_POINT_GROUP, UnknownNameError, create, get, names, register
-from .gold import attention_logits, gold_graph
+from .gold import attention_logits, attention_probs, gold_graph
 from .graph import Band, BlockLayout, DenseMask, Globals, Graph, Groups, Part, RowIndex
 
 __all__ = [
@@ -40,6 +40,7 @@ __all__ = [
     "Tags",
     "UnknownNameError",
     "attention_logits",
+    "attention_probs",
     "check_qk",
     "create",
     "get",

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from .graph import DenseMask, Graph, RowIndex
 
-__all__ = ["attention_logits", "entmax15_support", "gold_graph", "gold_rows"]
+__all__ = ["attention_logits", "attention_probs", "entmax15_support", "gold_graph", "gold_rows"]
 
 # Score slabs are sized to about this many float32 elements (64 MB).
 _SLAB_SCORES = 1 << 24
@@ -29,6 +29,29 @@ _SLAB_SCORES = 1 << 24
 def attention_logits(q: Tensor, k: Tensor) -> Tensor:
     """Logits ``q·k/√d`` exactly as the gold graph computes them: ``(q * d**-0.5) @ kᵀ``."""
     return torch.matmul(q * (q.shape[-1] ** -0.5), k.transpose(-1, -2))
+
+
+def attention_probs(scores: Tensor, normalizer: str = "entmax", alpha: float = 1.5) -> Tensor:
+    """Softmax or α-entmax over the last dim of ``-inf``-masked scores.
+
+    A row with no allowed key gets zeros: a query with nothing to attend to outputs nothing
+    (it never falls back to full attention). α = 1.5 uses ``entmax15`` (its ``k`` only bounds
+    the first partial sort, with a wider fall-back, so the result is exact); other α bisection.
+    """
+    empty = torch.isinf(scores).all(-1, keepdim=True)
+    safe = torch.where(empty, 0.0, scores)
+    if normalizer == "softmax":
+        p = torch.softmax(safe, dim=-1)
+    elif normalizer == "entmax":
+        from entmax import entmax15, entmax_bisect
+
+        if alpha == 1.5:
+            p = entmax15(safe, dim=-1, k=min(64, safe.shape[-1]))
+        else:
+            p = entmax_bisect(safe, alpha=alpha, dim=-1)
+    else:
+        raise ValueError(f"normalizer must be 'entmax' or 'softmax', got {normalizer!r}")
+    return torch.where(empty, 0.0, p)
 
 
 def _entmax15_threshold(xs: Tensor) -> tuple[Tensor, Tensor]:
