@@ -23,13 +23,15 @@ def evaluate_layer(
     batch_size: int = 16,
     block_size: int | None = None,
     gold_cache: dict | None = None,
+    predict_cache: dict | None = None,
 ) -> dict:
     """Graph metrics of ``method`` (already fitted) on one layer of ``data``.
 
     Sequences are scored in batches trimmed to their longest member; per-sequence figures are
     pooled over all batches before the paper's averaging (over sequences, then heads). Gold
     graphs are kept in ``gold_cache`` (keyed by layer and batch) when one is given, so a sweep
-    computes each only once.
+    computes each only once. ``predict_cache`` (one dict per fitted state) lets configurations
+    that differ only in window and global tokens share base predictions (``Method.predict``).
     """
     pooled: dict[str, list[torch.Tensor]] = {}
     predict_s = 0.0
@@ -48,8 +50,13 @@ def evaluate_layer(
             if gold_cache is not None:
                 gold_cache[key] = gold
         t0 = time.perf_counter()
-        pred = method.predict(batch.q, batch.k, lengths=batch.lengths, causal=data.causal)
+        cache = None if predict_cache is None else predict_cache.setdefault(key, {})
+        pred = method.predict(
+            batch.q, batch.k, lengths=batch.lengths, causal=data.causal, cache=cache
+        )
         predict_s += time.perf_counter() - t0
+        if cache is not None:  # a reused base prediction still counts its own time
+            predict_s += cache.get("reused_s", 0.0)
         m = graph_metrics(pred, gold, probs=gold, block_size=block_size)
         for name, v in m["per_sequence"].items():
             pooled.setdefault(name, []).append(v)

@@ -19,6 +19,7 @@ Sequences of length 0 have no valid pairs and are left out of every average.
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Iterable, Mapping
 
 import torch
@@ -113,27 +114,20 @@ def graph_metrics(
     for s, e in pred.row_chunks(multiple=bs):
         p = pred.slab(s, e)  # (B, H, c, M), validity applied
         if sparse is not None:
-            # Gold as key lists: look the predicted mask up at the gold keys only.
-            idx, w = sparse[0][:, :, s:e], None if sparse[1] is None else sparse[1][:, :, s:e]
-            idx = idx.expand(B, H, *idx.shape[2:])
-            i = torch.arange(s, e).view(1, 1, -1, 1)
-            Lv = L.view(B, 1, 1, 1)
-            ok = (idx >= 0) & (idx < Lv) & (i < Lv)
-            if causal:
-                ok &= idx <= i
-            hit = torch.gather(p, -1, idx.clamp(min=0)) & ok
+            # Gold as key lists: look the predicted mask up at the gold keys only. The gold side
+            # of each chunk is computed once per gold graph and reused across predictions.
+            gs = _gold_chunk(sparse, s, e, L, causal, block_size, (B, H, N, M))
+            hit = torch.gather(p, -1, gs["idx"]) & gs["ok"]
             inter += _count(hit)
-            n_gold += _count(ok)
+            n_gold += gs["n_gold"]
             n_pred += _count(p)
-            row_valid = torch.arange(s, e).view(1, 1, -1) < L.view(B, 1, 1)
-            exact_rows += (~(ok & ~hit).any(-1) & row_valid).sum(-1)
-            if w is not None:
-                w = w.expand(B, H, *w.shape[2:]).to(torch.float64)
-                mass += torch.where(hit, w, 0.0).sum((-1, -2))
-                mass_tot += torch.where(ok, w, 0.0).sum((-1, -2))
+            exact_rows += (~(gs["ok"] & ~hit).any(-1) & gs["row_valid"]).sum(-1)
+            if "w" in gs:
+                mass += torch.where(hit, gs["w"], 0.0).sum((-1, -2), dtype=torch.float64)
+                mass_tot += gs["mass_tot"]
             if block_size is not None:
                 kept_blocks += _blocks(p, bs).sum((-1, -2))
-                gold_blocks += _row_blocks(idx, ok, s, e, bs, M).sum((-1, -2))
+                gold_blocks += gs["blocks"]
             continue
         g = gold.slab(s, e)
         both = p & g
@@ -180,16 +174,59 @@ def graph_metrics(
     return out
 
 
-def _sparse_gold(gold: Graph, probs) -> tuple[Tensor, Tensor | None] | None:
-    """Gold key lists (and weights) when gold is one RowIndex part and probs is absent or gold."""
+def _sparse_gold(gold: Graph, probs) -> tuple[RowIndex, bool] | None:
+    """The gold key-list part, and whether to use its weights, when the fast path applies.
+
+    It applies when gold is one RowIndex part and ``probs`` is absent or the gold graph itself.
+    """
     if len(gold.parts) != 1 or not isinstance(gold.parts[0], RowIndex):
         return None
     part = gold.parts[0]
     if probs is None:
-        return part.index, None
+        return part, False
     if isinstance(probs, Graph) and len(probs.parts) == 1 and probs.parts[0] is part:
-        return (part.index, part.weights) if part.weights is not None else None
+        return (part, True) if part.weights is not None else None
     return None
+
+
+# Gold-side figures per chunk, per gold part (keyed by its id, dropped when it is collected).
+_GOLD_MEMO: dict[int, dict] = {}
+
+
+def _gold_chunk(
+    sparse: tuple[RowIndex, bool], s: int, e: int, L: Tensor, causal: bool, block_size, shape
+) -> dict[str, Tensor]:
+    """What the metrics need from gold rows ``[s, e)``: clamped keys, validity, counts, weights."""
+    part, use_w = sparse
+    if id(part) not in _GOLD_MEMO:
+        _GOLD_MEMO[id(part)] = {}
+        weakref.finalize(part, _GOLD_MEMO.pop, id(part), None)
+    memo = _GOLD_MEMO[id(part)]
+    key = (s, e, tuple(L.tolist()), causal, block_size, use_w, shape)
+    if key in memo:
+        return memo[key]
+    B, H, _, M = shape
+    idx = part.index[:, :, s:e]
+    idx = idx.expand(B, H, *idx.shape[2:])
+    i = torch.arange(s, e).view(1, 1, -1, 1)
+    Lv = L.view(B, 1, 1, 1)
+    ok = (idx >= 0) & (idx < Lv) & (i < Lv)
+    if causal:
+        ok &= idx <= i
+    out = {
+        "idx": idx.clamp(min=0),
+        "ok": ok,
+        "n_gold": _count(ok),
+        "row_valid": torch.arange(s, e).view(1, 1, -1) < L.view(B, 1, 1),
+    }
+    if use_w:
+        w = part.weights[:, :, s:e].expand(B, H, *idx.shape[2:])
+        out["w"] = torch.where(ok, w, 0.0)
+        out["mass_tot"] = out["w"].sum((-1, -2), dtype=torch.float64)
+    if block_size is not None:
+        out["blocks"] = _row_blocks(idx, ok, s, e, block_size, M).sum((-1, -2))
+    memo[key] = out
+    return out
 
 
 def _row_blocks(idx: Tensor, ok: Tensor, s: int, e: int, bs: int, M: int) -> Tensor:

@@ -96,6 +96,7 @@ def run_unit(
             for m in group:
                 yield "failure", f"{m.id} layer {layer}: fit failed ({type(e).__name__}: {e})"
             continue
+        predict_cache: dict = {}  # base predictions shared across window/global variants
         for m in group:
             inst = _with_predict_params(fitted, m) if needs_fit and m is not group[0] else fitted
             try:
@@ -106,6 +107,7 @@ def run_unit(
                     batch_size=batch_size,
                     block_size=BLOCK_SIZE,
                     gold_cache=gold_cache,
+                    predict_cache=predict_cache,
                 )
             except Exception as e:
                 yield "failure", f"{m.id} layer {layer}: failed ({type(e).__name__}: {e})"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Self
@@ -166,7 +167,13 @@ class Method:
         return self
 
     def predict(
-        self, q: Tensor, k: Tensor, *, lengths: Tensor | None = None, causal: bool = False
+        self,
+        q: Tensor,
+        k: Tensor,
+        *,
+        lengths: Tensor | None = None,
+        causal: bool = False,
+        cache: dict | None = None,
     ) -> Graph:
         """Predict the attention graph of one layer.
 
@@ -175,6 +182,12 @@ class Method:
             k: keys ``(B, H, M, D)``.
             lengths: ``(B,)`` valid lengths, or ``None`` when nothing is padded.
             causal: whether the layer is a decoder's self-attention.
+            cache: a dict the caller keeps for one ``(q, k, lengths, causal)`` and one fitted
+                state. Configurations that differ only in what :meth:`_compose` adds (window,
+                global tokens) then share one base prediction; it keeps the latest one only, so
+                order calls with the composition parameters varying fastest. After a call,
+                ``cache["reused_s"]`` is the time the reused base took to compute (0 when it
+                was computed now), so timings stay honest. A sweep uses this.
 
         Returns:
             The predicted :class:`Graph`, carrying ``lengths`` and ``causal``.
@@ -185,7 +198,17 @@ class Method:
         if self.tags.requires_fit and not self._is_fitted():
             raise RuntimeError(f"{self.id} must be fitted first: call .fit(train, layer)")
         with torch.no_grad():
-            graph = self._predict(q, k, lengths=lengths, causal=causal)
+            key = self._base_key() if cache is not None else None
+            hit = None if key is None else cache.get(key)
+            if hit is None:
+                t0 = time.perf_counter()
+                graph = self._predict(q, k, lengths=lengths, causal=causal)
+                if key is not None:
+                    cache.clear()
+                    cache[key] = (graph, time.perf_counter() - t0)
+                    cache["reused_s"] = 0.0
+            else:
+                graph, cache["reused_s"] = hit
             graph = self._compose(graph, q.shape, lengths)
         return graph.with_validity(lengths=lengths, causal=causal)
 
@@ -194,6 +217,10 @@ class Method:
 
     def _compose(self, graph: Graph, shape, lengths) -> Graph:
         return graph
+
+    def _base_key(self) -> tuple | None:
+        """What ``_predict`` depends on, for ``predict(cache=...)``; ``None``: do not cache."""
+        return None
 
     def _is_fitted(self) -> bool:
         return any(a.endswith("_") and not a.startswith("_") for a in vars(self))
@@ -244,6 +271,11 @@ class Composable(Method):
 
     window: int = predict_time(0)
     global_tokens: int = predict_time(0)
+
+    def _base_key(self) -> tuple | None:
+        # _predict never reads the composition parameters; everything else may matter.
+        skip = ("window", "global_tokens")
+        return (self.name, *((p, repr(v)) for p, v in self.get_params().items() if p not in skip))
 
     def _compose(self, graph: Graph, shape, lengths) -> Graph:
         extra = [

@@ -10,6 +10,7 @@ clusters of contiguous token blocks.
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Literal, Self
 
@@ -35,6 +36,26 @@ _MT_WINDOWS = [0, 1, 3, 5, 7, 9, 11, 15, 19, 23, 27]
 _MLM_WINDOWS = [0, 3, 11, 25]
 _COS_T = [round(0.1 * i, 1) for i in range(1, 11)]
 _L2_T = [0.5 * i for i in range(1, 11)] + [6.0, 7.0, 8.0, 9.0, 10.0]
+
+
+# Trained projectors per training split: the variants and their configurations (thresholds,
+# bucket sizes, cluster counts) train the same projector, so a sweep trains it once. Keyed by
+# the split object's id; an entry is dropped when its split is collected.
+_PROJECTIONS: dict[int, dict] = {}
+_PROJECTION_FIELDS = (
+    "seed",
+    "proj_dim",
+    "share_projectors",
+    "margin",
+    "lr",
+    "weight_decay",
+    "epochs",
+    "batch_size",
+    "grad_clip",
+    "official_init",
+    "official_double_update",
+    "official_future_negatives",
+)
 
 
 @dataclass(kw_only=True)
@@ -122,6 +143,23 @@ class _SparsefinderBase(Composable):
         """
         self._check_fit_params()
         self._check_predict_params()
+        if id(train) not in _PROJECTIONS:
+            _PROJECTIONS[id(train)] = {}
+            weakref.finalize(train, _PROJECTIONS.pop, id(train), None)
+        memo = _PROJECTIONS[id(train)]
+        key = (layer, self._projection_key())
+        if key not in memo:
+            memo[key] = self._train_projection(train, layer)
+        self.w_q_, self.b_q_, self.w_k_, self.b_k_, history = memo[key]
+        self.loss_history_ = list(history)
+        self._fit_groups(train, layer)
+        return self
+
+    def _projection_key(self) -> tuple:
+        """The parameters the trained projector depends on (variants add their unit size)."""
+        return tuple((f, getattr(self, f)) for f in _PROJECTION_FIELDS)
+
+    def _train_projection(self, train: QKData, layer: int) -> tuple:
         H, d, r = train.num_heads, train.head_dim, self.proj_dim
         g = self._generator(layer, 1)
         wq, bq = P.init_projection(H, d, r, g, official=self.official_init)
@@ -143,10 +181,7 @@ class _SparsefinderBase(Composable):
                     history.append(float(loss.detach()))
         wq, bq = params[0].detach(), params[1].detach()
         wk, bk = (params[2].detach(), params[3].detach()) if len(params) == 4 else (wq, bq)
-        self.w_q_, self.b_q_, self.w_k_, self.b_k_ = wq, bq, wk, bk
-        self.loss_history_ = history
-        self._fit_groups(train, layer)
-        return self
+        return wq, bq, wk, bk, tuple(history)
 
     def _step(self, opt: torch.optim.Optimizer, params: list[Tensor]) -> None:
         if self.official_double_update and self.share_projectors:
@@ -551,6 +586,9 @@ class SparsefinderBlocks(_SparsefinderBase):
                 f"top_clusters must lie in [1, num_clusters={self.num_clusters}], "
                 f"got {self.top_clusters}"
             )
+
+    def _projection_key(self) -> tuple:
+        return (*super()._projection_key(), ("block_size", self.block_size))
 
     def _unit_lengths(self, lengths: Tensor, U: int) -> Tensor:
         return (lengths + self.block_size - 1) // self.block_size

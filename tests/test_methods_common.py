@@ -6,6 +6,7 @@ it in ``tags.expected_failures`` (check name -> reason) and the check becomes an
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from functools import cache
 
@@ -148,3 +149,25 @@ def test_reference_rows(causal):
         m = graph_metrics(methods.create(name).predict(q, k, lengths=lengths, causal=causal), gold)
         for key, v in want.items():
             assert m[key] == pytest.approx(v), (name, key)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_predict_cache_shares_base_across_window_and_globals(name):
+    # A sweep reuses one base prediction across window/global variants; it must change nothing.
+    check(name, "predict")
+    base = fitted(name, False)
+    q, k, lengths = eval_batch(False)
+    params = base.get_params()
+    variants = [{}]
+    if "window" in params and "global_tokens" in params:
+        variants += [{"window": 5}, {"window": 3, "global_tokens": 2}]
+    cache: dict = {}
+    for i, change in enumerate(variants):
+        m = copy.copy(base)  # keeps learned state, unlike clone()
+        for p, v in change.items():
+            setattr(m, p, v)
+        cached = m.predict(q, k, lengths=lengths, cache=cache).to_dense()
+        fresh = m.predict(q, k, lengths=lengths).to_dense()
+        assert torch.equal(cached, fresh), change
+        reused = cache.get("reused_s", 0.0)
+        assert (reused > 0) == (i > 0 and m._base_key() is not None), (change, reused)

@@ -158,19 +158,20 @@ def test_sparse_gold_path_equals_dense_path():
         assert len(gold.parts) == 1
         dense_gold = Graph.from_dense(gold.to_dense(), lengths=lengths, causal=causal)
         probs = gold.parts[0].slab_weights(0, 45, gold.shape)
-        pred = Graph.from_dense(
-            torch.rand(3, 2, 45, 45, generator=gen) < 0.3, lengths=lengths, causal=causal
-        )
-        fast = graph_metrics(pred, gold, probs=gold, block_size=8)
-        slow = graph_metrics(pred, dense_gold, probs=probs, block_size=8)
-        for key in (
-            "recall",
-            "sparsity",
-            "exact",
-            "precision",
-            "mass_recall",
-            "block_sparsity",
-            "gold_block_sparsity",
-            "gold_sparsity",
-        ):
-            assert fast[key] == pytest.approx(slow[key], abs=1e-12), key
+        # Several predictions against one gold object: the gold side is computed once and
+        # reused, and must still give the dense figures each time (and per block size).
+        for density, bs in ((0.3, 8), (0.05, 8), (0.6, 4), (0.3, None)):
+            pred = Graph.from_dense(
+                torch.rand(3, 2, 45, 45, generator=gen) < density, lengths=lengths, causal=causal
+            )
+            fast = graph_metrics(pred, gold, probs=gold, block_size=bs)
+            slow = graph_metrics(pred, dense_gold, probs=probs, block_size=bs)
+            keys = ["recall", "sparsity", "exact", "precision", "mass_recall", "gold_sparsity"]
+            if bs is not None:
+                keys += ["block_sparsity", "gold_block_sparsity"]
+            for key in keys:
+                assert fast[key] == pytest.approx(slow[key], abs=1e-12), (key, density, bs)
+            for key in keys:
+                assert torch.allclose(
+                    fast["per_sequence"][key], slow["per_sequence"][key], equal_nan=True
+                ), key

@@ -364,3 +364,22 @@ def test_fixed_buckets_with_ties_hold_exactly_s_tokens():
     b2 = fixed_buckets(x2, None, 2)[0, 0, :, 0].tolist()
     # Sorted: the three 0.0 (positions 1, 3, 5) then the three 1.0 (0, 2, 4), two per bucket.
     assert b2 == [1, 0, 2, 0, 2, 1]
+
+
+def test_projector_trained_once_per_split_and_projection_parameters():
+    from sparsebench.methods import sparsefinder as SF
+
+    train = data().split("train")
+    a = methods.create("sparsefinder_kmeans", num_clusters=2, n_init=1).fit(train, 0)
+    b = methods.create("sparsefinder_distance", t=0.5).fit(train, 0)
+    assert a.w_q_ is b.w_q_  # same projection parameters: trained once
+    c = methods.create("sparsefinder_distance", margin=2.0).fit(train, 0)
+    assert not torch.equal(a.w_q_, c.w_q_)
+    blocks = [methods.create("sparsefinder_blocks", block_size=s, n_init=1) for s in (2, 4)]
+    w2, w4 = (m.fit(train, 0).w_q_ for m in blocks)
+    assert not torch.equal(w2, w4)  # block units train their own projector
+    # The memo returns exactly what a fresh training gives.
+    SF._PROJECTIONS.clear()
+    fresh = methods.create("sparsefinder_distance", t=0.5).fit(train, 0)
+    assert fresh.w_q_ is not b.w_q_ and torch.equal(fresh.w_q_, b.w_q_)
+    assert fresh.loss_history_ == b.loss_history_
