@@ -4,8 +4,11 @@ In every layer of a bundled model, α-entmax attention is restricted to the grap
 predicts from that layer's own queries and keys (learned methods are fitted on the training
 split of the model's Q/K dataset, layer by layer). The model is then scored on windows of the
 held-out plays: next-token loss, accuracy and perplexity for the decoder, masked-token loss and
-accuracy for the encoder (with a fixed, seeded masking). A query whose predicted row is empty
-attends to nothing — its attention output is zero — and never falls back to full attention.
+accuracy for the encoder (with a fixed, seeded masking). For the ``minilm-entmax`` encoder (``hf``
+extra) the figure is embedding fidelity: the cosine similarity between each held-out sentence's
+mean-pooled embedding under full α-entmax attention and under the restricted attention. A query
+whose predicted row is empty attends to nothing — its attention output is zero — and never
+falls back to full attention.
 
 The reference row ``gold`` restricts attention to the gold α-entmax graph, which leaves it
 unchanged: it reproduces full attention.
@@ -53,14 +56,10 @@ def accuracy_sweep(
     ``sparsebench run``). One record per configuration goes to ``out`` (resumable).
     """
     from sparsebench import datasets
-    from sparsebench.datasets.shakespeare import load_model, load_tokenizer
-    from sparsebench.datasets.train import evaluate_model, token_streams
 
-    model = load_model(model_name)
-    streams = token_streams(load_tokenizer())["eval"]
+    n_layers, causal, task, run_task = _task(model_name, max_windows)
     data = datasets.load(model_name, log=log)
     train = data.split("train")
-    n_layers = model.cfg.n_layers
     out = Path(out)
     repair_tail(out)
     done = {r.get("key") for r in read_records(out)}
@@ -69,9 +68,9 @@ def accuracy_sweep(
     configs: list[Method] = []
     for name in ["gold", *[n for n in names(methods) if n != "gold"]]:
         cls = get(name)
-        if model.cfg.causal and not cls.tags.supports_causal:
+        if causal and not cls.tags.supports_causal:
             continue
-        params = [{}] if grid == "default" else expand_grid(name, grid, model.cfg.causal)
+        params = [{}] if grid == "default" else expand_grid(name, grid, causal)
         configs += [create(name, **p) for p in params]
     todo = [m for m in configs if record_key(model_name, m.id, -1, split) not in done]
     log(
@@ -87,13 +86,7 @@ def accuracy_sweep(
             learns = m.tags.requires_fit or m.tags.learned
             fitted = [m.clone().fit(train, i) if learns else m for i in range(n_layers)]
             fit_s = time.perf_counter() - t0
-            res = evaluate_model(
-                model,
-                streams,
-                seq_len=model.cfg.max_len,
-                restrict=restrict_with(fitted),
-                max_windows=max_windows,
-            )
+            res = run_task(restrict_with(fitted))
         except Exception as e:  # one broken configuration must not end the sweep
             failed += 1
             log(f"  {m.id}: failed ({type(e).__name__}: {e})")
@@ -107,10 +100,13 @@ def accuracy_sweep(
             "method_id": m.id,
             "params": m.get_params(),
             "split": split,
-            "task": "next-token" if model.cfg.causal else "masked-token",
+            "task": task,
             **res,
-            "delta_accuracy": None if gold is None else res["accuracy"] - gold["accuracy"],
-            "delta_loss": None if gold is None else res["loss"] - gold["loss"],
+            **{
+                f"delta_{f}": None if gold is None else res[f] - gold[f]
+                for f in ("accuracy", "loss", "cosine")
+                if f in res
+            },
             "fit_s": fit_s,
             "total_s": time.perf_counter() - t0,
             **prov,
@@ -120,3 +116,37 @@ def accuracy_sweep(
         append_record(out, rec)
         written += 1
     return {"done": written, "skipped": len(configs) - len(todo), "failed": failed}
+
+
+def _task(model_name: str, max_windows: int | None) -> tuple[int, bool, str, Callable]:
+    """Layers, causality, task name and ``run(restrict) -> figures`` of a model."""
+    if model_name == "minilm-entmax":
+        from sparsebench.datasets.hf import (
+            _spread,
+            embedding_fidelity,
+            minilm_model_path,
+            minilm_texts,
+        )
+
+        model_dir = minilm_model_path()
+        # The held-out sentences of the dataset's eval split (the same even spacing).
+        texts = _spread(minilm_texts("eval"), max_windows or 32)
+
+        def run(restrict):
+            return embedding_fidelity(model_dir, texts, restrict)
+
+        return 6, False, "embedding-fidelity", run
+
+    from sparsebench.datasets.shakespeare import load_model, load_tokenizer
+    from sparsebench.datasets.train import evaluate_model, token_streams
+
+    model = load_model(model_name)
+    streams = token_streams(load_tokenizer())["eval"]
+
+    def run(restrict):
+        return evaluate_model(
+            model, streams, seq_len=model.cfg.max_len, restrict=restrict, max_windows=max_windows
+        )
+
+    task = "next-token" if model.cfg.causal else "masked-token"
+    return model.cfg.n_layers, model.cfg.causal, task, run

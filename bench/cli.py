@@ -531,11 +531,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_sweep)
 
     s = sub.add_parser("accuracy", help="task accuracy with predicted attention graphs")
-    s.add_argument("--model", required=True, choices=["shakespeare-lm", "shakespeare-mlm"])
+    s.add_argument(
+        "--model",
+        required=True,
+        choices=["shakespeare-lm", "shakespeare-mlm", "minilm-entmax"],
+        help="a bundled model, or minilm-entmax (hf extra: embedding fidelity)",
+    )
     s.add_argument("--methods", default="*", help="glob over method names")
     s.add_argument("--grid", default="quick", help="quick, paper, or default (one per method)")
     s.add_argument(
-        "--windows", type=int, default=32, help="held-out windows of 512 tokens to score (0 = all)"
+        "--windows",
+        type=int,
+        default=32,
+        help="held-out windows of 512 tokens to score, or sentences for minilm-entmax (0 = all)",
     )
     s.add_argument("--results", default="results", help="results folder")
     s.set_defaults(func=cmd_accuracy)

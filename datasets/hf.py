@@ -38,6 +38,7 @@ __all__ = [
     "ATTN_NAME",
     "MINILM_MODEL",
     "build_minilm_entmax",
+    "embedding_fidelity",
     "entmax_model",
     "extract_hf",
     "minilm_model_path",
@@ -53,6 +54,12 @@ _INSTALL_HINT = 'pip install -c constraints.txt -e ".[hf]"'
 # The recording of the forward pass in progress: {layer_idx: (q, k, v)}, or None.
 _CAPTURE: contextvars.ContextVar[dict[int, tuple[Tensor, ...]] | None] = contextvars.ContextVar(
     "sparsebench_hf_capture", default=None
+)
+
+
+# The attention restriction of the forward pass in progress: (restrict, lengths), or None.
+_RESTRICT: contextvars.ContextVar[tuple[Any, Tensor] | None] = contextvars.ContextVar(
+    "sparsebench_hf_restrict", default=None
 )
 
 
@@ -91,14 +98,19 @@ def _entmax_attention(
             scores = scores.masked_fill(~attention_mask, float("-inf"))
         else:
             scores = scores + attention_mask.float()
+    q_unscaled = q32 * (scaling * math.sqrt(d))  # q_unscaled·k/√d gives the logits
+    hook = _RESTRICT.get()
+    if hook is not None:
+        restrict, lengths = hook
+        allowed = restrict(int(module.layer_idx), q_unscaled, k32, lengths, False)
+        scores = scores.masked_fill(~allowed.to(scores.device), float("-inf"))
     probs = attention_probs(scores, "entmax", alpha)
     if dropout and module.training:
         probs = torch.nn.functional.dropout(probs, p=dropout)
     out = torch.matmul(probs, v32).to(value.dtype)
     record = _CAPTURE.get()
     if record is not None:
-        # Store queries so that q·k/√d gives the logits, whatever scaling the model uses.
-        q_unscaled = q32 * (scaling * math.sqrt(d))
+        # Queries are stored so that q·k/√d gives the logits, whatever scaling the model uses.
         record[int(module.layer_idx)] = (q_unscaled, k32, v32)
     return out.transpose(1, 2).contiguous(), probs.to(value.dtype)
 
@@ -409,3 +421,54 @@ def build_minilm_entmax(
     if progress:
         print(f"built minilm-entmax in {path} ({extra['build_seconds']} s)")  # noqa: T201
     return path
+
+
+def embedding_fidelity(
+    model: str | os.PathLike,
+    texts: Sequence[str],
+    restrict,
+    *,
+    alpha: float = 1.5,
+    max_length: int = 128,
+    batch_size: int = 16,
+) -> dict[str, float]:
+    """How well sentence embeddings survive attention restricted to a predicted graph.
+
+    Each text's embedding is the mean of the encoder's last hidden states over its real tokens
+    (the pooling of sentence-transformers models such as all-MiniLM-L6-v2). It is computed twice:
+    with full α-entmax attention, and with α-entmax restricted in every layer to
+    ``restrict(layer, q, k, lengths, causal)`` (a bool ``(B, H, N, M)`` mask built from that
+    layer's own unscaled queries and keys). A query whose allowed row is empty outputs zero.
+
+    Returns:
+        ``{"cosine": mean, "cosine_min": min, "sentences": count}`` of the cosine similarity
+        between the two embeddings of each text.
+    """
+    texts = list(texts)
+    if not texts:
+        raise DatasetError("no texts to embed")
+    net, tok = entmax_model(model, alpha=alpha, progress=False)
+    _check_encoder(net)
+    cos = []
+    for start in range(0, len(texts), batch_size):
+        enc = tok(
+            texts[start : start + batch_size],
+            padding=True,
+            truncation=True,
+            max_length=max_length,
+            return_tensors="pt",
+        )
+        mask = enc["attention_mask"].unsqueeze(-1).float()
+        lengths = enc["attention_mask"].sum(-1)
+        pooled = []
+        for hook in (None, (restrict, lengths)):
+            token = _RESTRICT.set(hook)
+            try:
+                with torch.no_grad():
+                    hidden = net(**enc).last_hidden_state.float()
+            finally:
+                _RESTRICT.reset(token)
+            pooled.append((hidden * mask).sum(1) / mask.sum(1).clamp(min=1))
+        cos.append(torch.nn.functional.cosine_similarity(pooled[0], pooled[1], dim=-1))
+    c = torch.cat(cos).double()
+    return {"cosine": float(c.mean()), "cosine_min": float(c.min()), "sentences": len(texts)}

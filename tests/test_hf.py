@@ -203,3 +203,28 @@ def test_roberta_family_encoder(tmp_path, model_dir):
     L = int(alone.lengths[0])
     torch.testing.assert_close(padded.q[0, :, :, :L], alone.q[0], atol=1e-5, rtol=0)
     assert torch.count_nonzero(padded.k[0, :, :, L:]) == 0
+
+
+def test_embedding_fidelity_full_gold_and_narrow_window(model_dir):
+    from sparsebench import methods
+
+    texts = [SHORT, LONG, "Now is the winter of our discontent made glorious summer."]
+
+    def allow_all(layer, q, k, lengths, causal):
+        return torch.ones(q.shape[0], q.shape[1], q.shape[2], k.shape[2], dtype=torch.bool)
+
+    def by(method):
+        def restrict(layer, q, k, lengths, causal):
+            return method.predict(q, k, lengths=lengths, causal=causal).to_dense()
+
+        return restrict
+
+    full = hf.embedding_fidelity(model_dir, texts, allow_all, batch_size=2)
+    assert full["sentences"] == 3
+    assert full["cosine"] == pytest.approx(1.0, abs=1e-6)
+    # The gold graph keeps every non-zero probability: embeddings are unchanged.
+    gold = hf.embedding_fidelity(model_dir, texts, by(methods.create("gold")), batch_size=2)
+    assert gold["cosine_min"] == pytest.approx(1.0, abs=1e-5)
+    narrow = hf.embedding_fidelity(model_dir, texts, by(methods.create("window", w=1)))
+    wider = hf.embedding_fidelity(model_dir, texts, by(methods.create("window", w=9)))
+    assert narrow["cosine"] < wider["cosine"] < 1 - 1e-4
