@@ -83,7 +83,7 @@ def accuracy_sweep(
     for m in tqdm(todo, disable=not progress, unit="config", desc=f"accuracy {model_name}"):
         t0 = time.perf_counter()
         try:
-            learns = m.tags.requires_fit or m.tags.learned
+            learns = m.learns
             fitted = [m.clone().fit(train, i) if learns else m for i in range(n_layers)]
             fit_s = time.perf_counter() - t0
             res = run_task(restrict_with(fitted))

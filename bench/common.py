@@ -59,7 +59,7 @@ def fitted(spec: str, heads: int = HEADS, dim: int = DIM):
     from sparsebench.datasets import synthetic
 
     m = parse(spec)
-    if m.tags.requires_fit or m.tags.learned:
+    if m.learns:
         train = synthetic(num_seqs=8, layers=1, heads=heads, n=256, d=dim, seed=1)
         m = m.fit(train.split("train"), 0)
     return m

@@ -96,7 +96,7 @@ def evaluate(
     fit_s = predict_s = 0.0
     for i in layers:
         m = method
-        if fit and (method.tags.requires_fit or method.tags.learned):
+        if fit and method.learns:
             train = data.split("train")
             t0 = time.perf_counter()
             m = method.clone().fit(train, i)

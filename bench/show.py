@@ -40,7 +40,7 @@ def show(
         raise ValueError(f"seq {seq} out of range: the eval split has {len(ev)} sequences")
     if not 0 <= head < data.num_heads:
         raise ValueError(f"head {head} out of range: the data has {data.num_heads} heads")
-    if method.tags.requires_fit or method.tags.learned:
+    if method.learns:
         method = method.clone().fit(data.split("train"), layer)
     one = ev.select([seq]).layer(layer)
     L = int(one.lengths[0])

@@ -84,7 +84,7 @@ def run_unit(
         groups.setdefault(_fit_key(m), []).append(m)
     for group in groups.values():
         fitted, fit_s = group[0], 0.0
-        needs_fit = fitted.tags.requires_fit or fitted.tags.learned
+        needs_fit = fitted.learns
         try:
             if needs_fit:
                 if train is None:
@@ -98,7 +98,10 @@ def run_unit(
             continue
         predict_cache: dict = {}  # base predictions shared across window/global variants
         for m in group:
-            inst = _with_predict_params(fitted, m) if needs_fit and m is not group[0] else fitted
+            if not needs_fit:
+                inst = m  # nothing learned: every configuration is its own instance
+            else:
+                inst = fitted if m is group[0] else _with_predict_params(fitted, m)
             try:
                 res = evaluate_layer(
                     inst,

@@ -162,6 +162,15 @@ class Method:
         return f"{self.name}[{','.join(sorted(changed))}]" if changed else self.name
 
     # -- behaviour -----------------------------------------------------------------------
+    @property
+    def learns(self) -> bool:
+        """Whether harnesses call ``fit`` before ``predict``.
+
+        True when the tags say the method learns, or its class defines ``fit`` (which may
+        learn for some parameters only, like DSA's ``fit_projection``).
+        """
+        return self.tags.requires_fit or self.tags.learned or type(self).fit is not Method.fit
+
     def fit(self, train: QKData, layer: int) -> Self:
         """Learn from one layer of the training split. The default learns nothing."""
         return self

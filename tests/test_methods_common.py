@@ -28,7 +28,7 @@ def data(causal: bool):
 @cache
 def fitted(name: str, causal: bool):
     m = methods.create(name)
-    if m.tags.requires_fit or m.tags.learned:
+    if m.learns:
         m.fit(data(causal).split("train"), 0)
     return m
 
@@ -104,7 +104,7 @@ def test_deterministic_under_seed(name):
     q, k, lengths = eval_batch(False)
     a = fitted(name, False).predict(q, k, lengths=lengths).to_dense()
     fresh = methods.create(name)
-    if fresh.tags.requires_fit or fresh.tags.learned:
+    if fresh.learns:
         fresh.fit(data(False).split("train"), 0)
     b = fresh.predict(q, k, lengths=lengths).to_dense()
     assert torch.equal(a, b)
