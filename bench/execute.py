@@ -74,29 +74,58 @@ class BlockPlan:
 
 
 def block_plan(graph: Graph, block_size: int = 128) -> BlockPlan:
-    """Turn ``graph`` into a block layout, a slab of query blocks at a time."""
+    """Turn ``graph`` into a block layout, a slab of query blocks at a time.
+
+    Structure shared by every head or sequence (bands, global tokens) is laid out once and
+    broadcast, and heads that share a partial block share its mask.
+    """
     B, H, N, M = graph.shape
     b = block_size
     Qb, Kb = -(-N // b), -(-M // b)
-    kept = torch.zeros(B, H, Qb, Kb, dtype=torch.bool)
+    Bc, Hc = graph.slab(0, 0, expand=False).shape[:2]
+    kept = torch.zeros(Bc, Hc, Qb, Kb, dtype=torch.bool)
     full = torch.zeros_like(kept)
+    pid = torch.full(kept.shape, -1, dtype=torch.long)
     masks = []
+    n_masks = 0
     for s, e in graph.row_chunks(multiple=b):
-        edges = graph.slab(s, e).cpu()  # (B, H, c, M)
+        edges = graph.slab(s, e, expand=False).cpu()  # (Bc, Hc, c, M)
         c = e - s
         edges = F.pad(edges, (0, Kb * b - M, 0, (-c) % b))
-        blocks = edges.view(B, H, -1, b, Kb, b).permute(0, 1, 2, 4, 3, 5)  # (B,H,qb,Kb,b,b)
-        anyb = blocks.any(-1).any(-1)
-        allb = blocks.all(-1).all(-1)
-        kept[:, :, s // b : s // b + anyb.shape[2]] = anyb
-        full[:, :, s // b : s // b + allb.shape[2]] = allb
+        blocks = edges.view(Bc, Hc, -1, b, Kb, b).permute(0, 1, 2, 4, 3, 5)  # (.., qb, Kb, b, b)
+        if b % 8 == 0:
+            anyb, allb = _any_all(edges, b, Kb)
+        else:
+            anyb, allb = blocks.any(-1).any(-1), blocks.all(-1).all(-1)
+        rows = slice(s // b, s // b + anyb.shape[2])
+        kept[:, :, rows] = anyb
+        full[:, :, rows] = allb
         part = anyb & ~allb
+        ids = torch.full(part.shape, -1, dtype=torch.long)
+        ids[part] = torch.arange(n_masks, n_masks + int(part.sum()))
+        pid[:, :, rows] = ids
         masks.append(blocks[part])
-    partial = kept & ~full
-    pid = torch.full(kept.shape, -1, dtype=torch.long)
-    pid[partial] = torch.arange(int(partial.sum()))
+        n_masks += masks[-1].shape[0]
     pm = torch.cat(masks) if masks else torch.zeros(0, b, b, dtype=torch.bool)
-    return BlockPlan(b, kept, full, pid, pm)
+
+    def spread(t: Tensor) -> Tensor:
+        return t.expand(B, H, Qb, Kb).contiguous()
+
+    return BlockPlan(b, spread(kept), spread(full), spread(pid), pm)
+
+
+def _any_all(edges: Tensor, b: int, Kb: int) -> tuple[Tensor, Tensor]:
+    """Per ``b × b`` block of a padded, contiguous bool slab: any edge, every pair an edge.
+
+    Eight booleans are read as one 64-bit word, so the reductions touch an eighth of the
+    elements and run along contiguous memory.
+    """
+    B, H, rows, _ = edges.shape
+    words = edges.contiguous().view(torch.uint8).view(torch.int64)
+    words = words.view(B, H, rows // b, b, Kb, b // 8)
+    anyb = (words != 0).any(-1).any(3)
+    allb = (words == 0x0101010101010101).all(-1).all(3)
+    return anyb, allb
 
 
 def _block_rows(plan: BlockPlan):

@@ -13,6 +13,7 @@ import pandas as pd
 from sparsebench.methods import get
 
 from .analysis import THRESHOLDS, layer_average, load_records, pareto_frontier, summarize
+from .timing import DENSE
 
 __all__ = ["display_name", "write_leaderboard"]
 
@@ -29,6 +30,8 @@ _COLUMNS = [
     ("delta_accuracy@0.95", "Δ accuracy @ 0.95", True, "{:+.4f}"),
     ("fit_s", "Fit s", False, "{:.2f}"),
     ("predict_ms", "Predict ms", False, "{:.1f}"),
+    ("speed_x_dense", "Time × dense", False, "{:.3f}"),
+    ("speed_peak_mb", "Peak MB", False, "{:.0f}"),
 ]
 
 
@@ -47,10 +50,36 @@ def _is_reference(method: str) -> bool:
         return method in ("gold", "full", "topk_oracle", "random")
 
 
+def speed_by_method(sp: pd.DataFrame) -> dict[str, dict]:
+    """Each method's fastest measured case, relative to the best dense kernel, at its largest N.
+
+    ``sp`` is :func:`speed_table`'s output. Returns ``{method: {"speed_x_dense", "speed_peak_mb",
+    "speed_case"}}``; dense baselines are left out.
+    """
+    out: dict[str, dict] = {}
+    if sp is None or sp.empty:
+        return out
+    sp = sp[sp["x_best_dense"].notna() & ~sp["spec"].isin(list(DENSE))].copy()
+    sp["method"] = sp["spec"].str.split(":").str[0]
+    for method, g in sp.groupby("method"):
+        at = g[g["n"] == g["n"].max()]
+        r = at.loc[at["x_best_dense"].idxmin()]
+        out[str(method)] = {
+            "speed_x_dense": float(r["x_best_dense"]),
+            "speed_peak_mb": float(r["peak_mb"]),
+            "speed_case": f"{r['spec']} ({r['normalizer']}, {r['device']}, N={int(r['n'])})",
+        }
+    return out
+
+
 def _table(
-    summary: pd.DataFrame, avg: pd.DataFrame, acc: pd.DataFrame | None = None
+    summary: pd.DataFrame,
+    avg: pd.DataFrame,
+    acc: pd.DataFrame | None = None,
+    speed: dict[str, dict] | None = None,
 ) -> pd.DataFrame:
     by_id = {} if acc is None or acc.empty else acc.set_index("method_id").to_dict("index")
+    speed = speed or {}
     rows = []
     for _, s in summary.iterrows():
         cfg = s.get("config@0.95", "")
@@ -75,6 +104,10 @@ def _table(
             "accuracy@0.95": by_id.get(cfg, {}).get("accuracy", math.nan) if cfg else math.nan,
             "delta_accuracy@0.95": (
                 by_id.get(cfg, {}).get("delta_accuracy", math.nan) if cfg else math.nan
+            ),
+            **speed.get(
+                s["method"],
+                {"speed_x_dense": math.nan, "speed_peak_mb": math.nan, "speed_case": ""},
             ),
         }
         rows.append(row)
@@ -123,7 +156,11 @@ def _markdown(t: pd.DataFrame, dataset: str, meta: str) -> str:
         "recall is at least t (on the method's recall–sparsity frontier). AUC: area under the "
         "frontier's step curve. Block sparsity, exact, fit and predict time are those of the "
         "configuration reaching recall 0.95 (or, when none does, its best-recall one). "
-        "— : not reached. Reference rows are not ranked.",
+        "Time × dense and peak MB come from `sparsebench speed` (see `../speed/speed.md`): the "
+        "method's fastest measured case at its largest measured N, predict + layout + kernel "
+        "time over the best dense kernel of the same normaliser, and that case's extra peak "
+        "memory; the case is in the CSV's `speed_case` column. "
+        "— : not reached or not measured. Reference rows are not ranked.",
         "",
     ]
     return "\n".join(lines)
@@ -385,6 +422,9 @@ def write_leaderboard(results: str | os.PathLike = "results") -> list[Path]:
         if "git_sha" in df
         else f"Generated from {len(df)} records."
     )
+    speed_path = results / "speed" / "records.jsonl"
+    sp = speed_table(load_records(speed_path)) if speed_path.exists() else pd.DataFrame()
+    speed = speed_by_method(sp)
     for dataset, part in df.groupby("dataset", sort=True):
         avg = layer_average(part)
         summary = summarize(avg, THRESHOLDS)
@@ -400,10 +440,11 @@ def write_leaderboard(results: str | os.PathLike = "results") -> list[Path]:
                 "held-out sentence embeddings with the predicted graph against full attention.\n"
             )
         if acc is not None and not acc.empty and "windows" in acc and "split" in acc:
-            # Runs over different numbers of held-out windows are not comparable: use the
-            # largest run.
-            acc = acc[acc["split"] == acc.loc[acc["windows"].idxmax(), "split"]]
-        table = _table(summary, avg, acc)
+            # Runs over different numbers of held-out windows are not comparable: use the run
+            # with the most configurations (the most windows among equals).
+            size = acc.groupby("split").agg(n=("method_id", "nunique"), w=("windows", "max"))
+            acc = acc[acc["split"] == size.sort_values(["n", "w"]).index[-1]]
+        table = _table(summary, avg, acc, speed)
         folder.mkdir(parents=True, exist_ok=True)
         md = folder / "leaderboard.md"
         _atomic_write(md, _markdown(table, str(dataset), meta + note))
@@ -423,47 +464,44 @@ def write_leaderboard(results: str | os.PathLike = "results") -> list[Path]:
             written.append(folder / "accuracy.png")
             imgs.append(f"{dataset}/accuracy.png")
         sections.append((str(dataset), table, imgs))
-    speed_path = results / "speed" / "records.jsonl"
     speed_imgs = []
-    if speed_path.exists():
-        sp = speed_table(load_records(speed_path))
-        if not sp.empty:
-            _atomic_write(results / "speed" / "speed.csv", sp.to_csv(index=False))
-            md = [
-                "# Speed and memory",
-                "",
-                meta,
-                "",
-                "| device | normalizer | method | N | end-to-end s ↓ | × best dense ↓ | "
-                "peak MB ↓ | sparsity | block density | crossover N |",
-                "|---|---|---|---|---|---|---|---|---|---|",
+    if not sp.empty:
+        _atomic_write(results / "speed" / "speed.csv", sp.to_csv(index=False))
+        md = [
+            "# Speed and memory",
+            "",
+            meta,
+            "",
+            "| device | normalizer | method | N | end-to-end s ↓ | × best dense ↓ | "
+            "peak MB ↓ | sparsity | block density | crossover N |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for _, r in sp.iterrows():
+            cells = [
+                r["device"],
+                r["normalizer"],
+                f"`{r['spec']}`",
+                str(int(r["n"])),
+                f"{r['time_s']:.4f} ± {r['spread_s']:.4f}",
+                *(
+                    ("—" if pd.isna(r[c]) else f"{r[c]:.3f}")
+                    for c in ("x_best_dense", "peak_mb", "sparsity", "block_density")
+                ),
+                "—" if pd.isna(r["crossover_n"]) else str(int(r["crossover_n"])),
             ]
-            for _, r in sp.iterrows():
-                cells = [
-                    r["device"],
-                    r["normalizer"],
-                    f"`{r['spec']}`",
-                    str(int(r["n"])),
-                    f"{r['time_s']:.4f} ± {r['spread_s']:.4f}",
-                    *(
-                        ("—" if pd.isna(r[c]) else f"{r[c]:.3f}")
-                        for c in ("x_best_dense", "peak_mb", "sparsity", "block_density")
-                    ),
-                    "—" if pd.isna(r["crossover_n"]) else str(int(r["crossover_n"])),
-                ]
-                md.append("| " + " | ".join(cells) + " |")
-            md += [
-                "",
-                "End-to-end = predict + block layout + attention kernel, median of "
-                "repeats (± interquartile range), each case in a fresh process. Crossover N: "
-                "the smallest measured N from which the method is faster than the best dense "
-                "kernel of the same normaliser at every larger measured N.",
-                "",
-            ]
-            _atomic_write(results / "speed" / "speed.md", "\n".join(md))
-            _speed_plot(sp, results / "speed" / "speed.png")
-            written += [results / "speed" / "speed.md", results / "speed" / "speed.png"]
-            speed_imgs.append("speed/speed.png")
+            md.append("| " + " | ".join(cells) + " |")
+        md += [
+            "",
+            "End-to-end = predict + block layout + attention kernel, median of "
+            "repeats (± interquartile range), each case in a fresh process. Crossover N: "
+            "the smallest measured N from which the method is faster than the best dense "
+            "kernel of the same normaliser at every larger measured N.",
+            "",
+        ]
+        _atomic_write(results / "speed" / "speed.md", "\n".join(md))
+        _speed_plot(sp, results / "speed" / "speed.png")
+        written += [results / "speed" / "speed.md", results / "speed" / "speed.png"]
+        speed_imgs.append("speed/speed.png")
     index = results / "index.html"
     _atomic_write(index, _html(sections, meta, speed_imgs))
     readme = results / "README.md"

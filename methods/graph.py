@@ -362,15 +362,21 @@ class Graph:
         """Bool ``(B|1, 1, rows, M)`` of the valid pairs of rows ``[start, stop)``."""
         return valid_slab(start, stop, self.shape, self.lengths, self.causal)
 
-    def slab(self, start: int, stop: int) -> Tensor:
-        """The edges of query rows ``[start, stop)`` as a bool ``(B, H, rows, M)`` tensor."""
+    def slab(self, start: int, stop: int, *, expand: bool = True) -> Tensor:
+        """The edges of query rows ``[start, stop)`` as a bool ``(B, H, rows, M)`` tensor.
+
+        With ``expand=False`` the batch and head dims stay 1 where no part depends on them
+        (bands, global tokens), so head-independent structure is built once, not per head.
+        """
         B, H, N, M = self.shape
         start, stop = max(0, start), min(N, stop)
-        out = torch.zeros(B, H, stop - start, M, dtype=torch.bool, device=self.device)
+        out = self.valid_slab(start, stop).to(self.device)
+        edges = None
         for p in self.parts:
-            out |= p.slab(start, stop, self.shape).to(out.device)
-        out &= self.valid_slab(start, stop).to(out.device)
-        return out
+            s = p.slab(start, stop, self.shape).to(self.device)
+            edges = s if edges is None else edges | s
+        out = out & edges if edges is not None else torch.zeros_like(out)
+        return out.expand(B, H, stop - start, M).contiguous() if expand else out
 
     def row_chunks(self, rows: int | None = None, multiple: int = 1) -> Iterator[tuple[int, int]]:
         """``(start, stop)`` row ranges whose slabs stay near a fixed memory budget."""

@@ -47,6 +47,20 @@ def test_paths_match_dense(normalizer, lengths, causal):
             torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6, msg=name)
 
 
+@pytest.mark.parametrize("normalizer", ["entmax", "softmax"])
+def test_block_layout_built_over_many_slabs(normalizer, monkeypatch):
+    """Laid out 16 query rows at a time, every partial block keeps its own head's mask."""
+    import sparsebench.methods.graph as graph_module
+
+    monkeypatch.setattr(graph_module, "_SLAB_ELEMENTS", 2 * 2 * 70 * 16)
+    q, k, v = data()
+    for lengths, causal in CASES:
+        for name, graph in graphs(2, 2, 70, lengths, causal):
+            ref = execute(q, k, v, graph, normalizer=normalizer, path="dense")
+            out = execute(q, k, v, graph, normalizer=normalizer, path="block", block_size=16)
+            torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6, msg=name)
+
+
 def test_dense_path_matches_plain_attention():
     from entmax import entmax15
 

@@ -97,9 +97,26 @@ def test_accuracy_columns_and_plot(tmp_path):
                 "accuracy": a,
                 "delta_accuracy": a - 0.40,
                 "task": "next-token",
+                "split": "eval-windows=8",
+                "windows": 8,
                 "params": {},
             },
         )
+    # A run over more windows but fewer configurations does not replace the fuller run.
+    append_record(
+        acc,
+        {
+            "dataset": "toy",
+            "method": "window",
+            "method_id": "window[w=3]",
+            "accuracy": 0.99,
+            "delta_accuracy": 0.0,
+            "task": "next-token",
+            "split": "eval-windows=32",
+            "windows": 32,
+            "params": {},
+        },
+    )
     write_leaderboard(results)
     md = (results / "toy" / "leaderboard.md").read_text()
     window_row = next(line for line in md.splitlines() if line.startswith("| window |"))
@@ -139,5 +156,14 @@ def test_speed_table_crossover_and_plot(tmp_path):
     assert w.loc[1024, "x_best_dense"] == pytest.approx(0.75)
     assert w.loc[512, "crossover_n"] == 1024
     write_leaderboard(results)
+    # The dataset table takes each method's case at its largest N: 0.05 s against 0.16 s.
+    row = next(
+        r
+        for r in csv.DictReader(open(results / "toy" / "leaderboard.csv"))
+        if r["method"] == "window"
+    )
+    assert float(row["speed_x_dense"]) == pytest.approx(0.3125)
+    assert float(row["speed_peak_mb"]) == pytest.approx(40.0)
+    assert "N=2048" in row["speed_case"]
     assert (results / "speed" / "speed.png").stat().st_size > 10_000
     assert "| cpu | entmax | `window:w=5` | 1024 |" in (results / "speed" / "speed.md").read_text()
