@@ -298,13 +298,25 @@ def _grouped(q, k, v, graph: Graph, normalizer, alpha, max_pairs: int = 1 << 22)
         ok_k = ar_k < kcount[kpos[ch]].view(-1, 1)
         qi = qs[(qstart[ch].view(-1, 1) + ar_q).clamp(max=len(qs) - 1)]  # flat query index
         ki = ks[(kstart[kpos[ch]].view(-1, 1) + ar_k).clamp(max=len(ks) - 1)]
-        z = torch.einsum("gqd,gkd->gqk", qflat[qi], kflat[ki])
-        allowed = ok_q.unsqueeze(-1) & ok_k.unsqueeze(1)
+        # Padded query rows are computed and dropped; padded keys are masked.
+        allowed = ok_k.unsqueeze(1)  # (g, 1, mk)
         if graph.causal:
-            allowed &= (ki % M).unsqueeze(1) <= (qi % N).unsqueeze(-1)
-        z = z.masked_fill(~allowed, float("-inf"))
-        p = attention_probs(z, normalizer, alpha)
-        res = p @ vflat[ki]  # (g, mq, Dv)
+            allowed = allowed & ((ki % M).unsqueeze(1) <= (qi % N).unsqueeze(-1))
+        if normalizer == "softmax":
+            # The fused kernel; a row with no allowed key (causal) outputs zeros.
+            res = F.scaled_dot_product_attention(
+                qflat[qi].unsqueeze(1),
+                kflat[ki].unsqueeze(1),
+                vflat[ki].unsqueeze(1),
+                attn_mask=allowed.unsqueeze(1),
+                scale=1.0,
+            ).squeeze(1)
+            if graph.causal:
+                res = torch.where(allowed.any(-1, keepdim=True), res, 0.0)
+        else:
+            z = torch.einsum("gqd,gkd->gqk", qflat[qi], kflat[ki])
+            z = z.masked_fill(~allowed, float("-inf"))
+            res = attention_probs(z, normalizer, alpha) @ vflat[ki]  # (g, mq, Dv)
         out[qi[ok_q]] = res[ok_q]
     return out.view(B, H, N, Dv)
 
