@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from sparsebench.methods import Method, create, get, names
 
 from .records import append_record, provenance, read_records, repair_tail
-from .sweep import expand_grid, record_key
+from .sweep import _fit_key, _with_predict_params, expand_grid, record_key
 
 __all__ = ["accuracy_sweep", "restrict_with"]
 
@@ -80,12 +80,28 @@ def accuracy_sweep(
     reference = {r["method_id"]: r for r in read_records(out) if r.get("split") == split}
     prov = provenance()
     written = failed = 0
+    # Configurations that differ only in predict-time parameters share one fit per layer:
+    # run them one after another and keep only the current fit.
+    order: dict[tuple, list[Method]] = {}
+    for m in todo:
+        order.setdefault((m.name, _fit_key(m)) if m.learns else (m.id,), []).append(m)
+    todo = [m for group in order.values() for m in group]
+    fit_key, fit = None, None
     for m in tqdm(todo, disable=not progress, unit="config", desc=f"accuracy {model_name}"):
         t0 = time.perf_counter()
         try:
-            learns = m.learns
-            fitted = [m.clone().fit(train, i) if learns else m for i in range(n_layers)]
-            fit_s = time.perf_counter() - t0
+            if m.learns:
+                key = (m.name, _fit_key(m))
+                if key != fit_key:
+                    fit_key, fit = key, None
+                    layers = [m.clone().fit(train, i) for i in range(n_layers)]
+                    fit = (layers, time.perf_counter() - t0)
+                if fit is None:
+                    raise RuntimeError("fitting this configuration's group failed (above)")
+                fitted = [_with_predict_params(f, m) for f in fit[0]]
+                fit_s = fit[1]
+            else:
+                fitted, fit_s = [m] * n_layers, 0.0
             res = run_task(restrict_with(fitted))
         except Exception as e:  # one broken configuration must not end the sweep
             failed += 1

@@ -46,3 +46,32 @@ def test_accuracy_falls_as_the_window_narrows(name):
     assert acc == sorted(acc) and acc[0] < acc[-1]
     assert loss == sorted(loss, reverse=True)
     assert by_w[1]["accuracy"] < score(name)["accuracy"]
+
+
+def test_configurations_sharing_a_fit_score_as_if_fitted_alone(tmp_path, monkeypatch):
+    from sparsebench import datasets
+    from sparsebench.bench.accuracy import accuracy_sweep
+    from sparsebench.bench.records import read_records
+
+    # Small stand-in Q/K data with the model's shape (4 layers, heads of 64) to fit on.
+    syn = datasets.synthetic(layers=4, heads=4, d=64, n=48, causal=True, seed=3)
+    monkeypatch.setattr(datasets, "load", lambda name, log=None: syn)
+    out = tmp_path / "accuracy.jsonl"
+    res = accuracy_sweep(
+        "shakespeare-lm",
+        out,
+        methods="sparsefinder_distance",
+        grid="quick",
+        max_windows=1,
+        progress=False,
+        log=lambda m: None,
+    )
+    recs = [r for r in read_records(out) if r["method"] != "gold"]
+    assert res["failed"] == 0 and len(recs) == 3
+    assert len({r["accuracy"] for r in recs}) > 1  # the thresholds really differ
+    model, train = load_model("shakespeare-lm"), syn.split("train")
+    for r in recs:
+        m = methods.create(r["method"], **r["params"])
+        alone = [m.clone().fit(train, i) for i in range(4)]
+        direct = evaluate_model(model, streams(), restrict=restrict_with(alone), max_windows=1)
+        assert (r["loss"], r["accuracy"]) == (direct["loss"], direct["accuracy"]), r["method_id"]
