@@ -222,16 +222,15 @@ def _accuracy_plot(acc: pd.DataFrame, avg: pd.DataFrame, dataset: str, path: Pat
     j["name"] = j["method"].map(display_name)
     sns.set_theme(style="whitegrid")
     fig, ax = plt.subplots(figsize=(9, 6))
-    sns.lineplot(
+    # One point per configuration (a method's configurations do not form a curve).
+    sns.scatterplot(
         data=j.sort_values("sparsity"),
         x="sparsity",
         y="accuracy",
         hue="name",
         style="name",
-        markers=True,
-        dashes=False,
-        estimator=None,
-        sort=True,
+        s=22,
+        alpha=0.7,
         ax=ax,
     )
     gold = acc[acc["method"] == "gold"]
@@ -366,6 +365,8 @@ def _speed_plot(t: pd.DataFrame, path: Path) -> None:
     sns.set_theme(style="whitegrid")
     t = t.copy()
     t["case"] = t["spec"] + " (" + t["normalizer"] + ", " + t["device"] + ")"
+    # Peaks below the resolution of the RSS measure read 0: not drawable on a log axis.
+    t["peak_mb"] = t["peak_mb"].where(t["peak_mb"] > 0)
     fig, axes = plt.subplots(1, 2, figsize=(14, 6))
     for ax, col, label in (
         (axes[0], "time_s", "end-to-end seconds (predict + layout + kernel)"),
