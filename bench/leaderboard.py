@@ -452,7 +452,7 @@ def write_leaderboard(results: str | os.PathLike = "results") -> list[Path]:
         csv = folder / "leaderboard.csv"
         _atomic_write(csv, table.to_csv(index=False))
         full = folder / "configs.csv"
-        _atomic_write(full, avg.to_csv(index=False))
+        _atomic_write(full, avg.dropna(axis=1, how="all").to_csv(index=False))
         png = folder / "pareto.png"
         _pareto_plot(pareto_frontier(avg), avg, str(dataset), png)
         written += [md, csv, full, png]
