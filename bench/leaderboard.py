@@ -403,7 +403,11 @@ def _atomic_write(path: Path, text: str) -> None:
 def write_leaderboard(results: str | os.PathLike = "results") -> list[Path]:
     """Write tables, plots, the index page and the README of ``results/`` from its records."""
     results = Path(results)
-    graph_records = [p for p in results.glob("*/records.jsonl") if p.parent.name != "speed"]
+    graph_records = {
+        p.parent / "records.jsonl"
+        for p in results.glob("*/records.jsonl*")
+        if p.parent.name != "speed"
+    }
     df = load_records(sorted(graph_records))
     if df.empty:
         raise ValueError(f"no records under {results}/*/records.jsonl; run `sparsebench sweep`")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import gzip
 import json
 import os
 import platform
@@ -74,12 +75,19 @@ def append_record(path: str | os.PathLike, record: dict[str, Any]) -> None:
 
 
 def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """All complete records of a JSON-lines file (a torn last line is skipped)."""
+    """All complete records of a JSON-lines file (a torn last line is skipped).
+
+    Records packed with gzip beside it (``records.jsonl.gz``, as published results are kept)
+    count as part of the file and come first, so a sweep resumes after them and appends to
+    the plain file.
+    """
     path = Path(path)
-    if not path.exists():
-        return []
+    packed = path.with_name(path.name + ".gz")
+    text = gzip.decompress(packed.read_bytes()).decode() if packed.exists() else ""
+    if path.exists():
+        text += path.read_text()
     out = []
-    for line in path.read_text().splitlines(keepends=True):
+    for line in text.splitlines(keepends=True):
         if not line.endswith("\n"):
             break
         try:

@@ -167,3 +167,24 @@ def test_speed_table_crossover_and_plot(tmp_path):
     assert "N=2048" in row["speed_case"]
     assert (results / "speed" / "speed.png").stat().st_size > 10_000
     assert "| cpu | entmax | `window:w=5` | 1024 |" in (results / "speed" / "speed.md").read_text()
+
+
+def test_records_packed_with_gzip_are_read_and_resumed_after(tmp_path):
+    import gzip
+
+    from sparsebench.bench.records import read_records
+
+    results = make(tmp_path)
+    plain = results / "toy" / "records.jsonl"
+    write_leaderboard(results)
+    table = (results / "toy" / "leaderboard.csv").read_text()
+    packed = plain.with_name("records.jsonl.gz")
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    plain.unlink()
+    assert len(read_records(plain)) == 9
+    write_leaderboard(results)
+    assert (results / "toy" / "leaderboard.csv").read_text() == table
+    # New records go to the plain file and are read after the packed ones.
+    append_record(plain, rec("random", "random", 0, 0.5, 0.5))
+    recs = read_records(plain)
+    assert len(recs) == 10 and recs[-1]["method"] == "random"
