@@ -22,6 +22,7 @@ outputs zeros (it never falls back to full attention).
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 from functools import cache
 from typing import Literal
@@ -74,13 +75,86 @@ class BlockPlan:
 
 
 def block_plan(graph: Graph, block_size: int = 128) -> BlockPlan:
-    """Turn ``graph`` into a block layout, a slab of query blocks at a time.
+    """Turn ``graph`` into a block layout.
 
-    Structure shared by every head or sequence (bands, global tokens) is laid out once and
+    Graphs whose parts all describe their blocks (bands, global tokens: see
+    :meth:`~sparsebench.methods.Part.block_candidates`) are laid out from the structure: only the
+    candidate blocks are drawn, never a row slab. Other graphs are laid out a slab of query
+    blocks at a time. Structure shared by every head or sequence is laid out once and
     broadcast, and heads that share a partial block share its mask.
     """
     B, H, N, M = graph.shape
-    b = block_size
+    Qb, Kb = -(-N // block_size), -(-M // block_size)
+    parts = _structural_plan(graph, block_size) or _slab_plan(graph, block_size)
+    kept, full, pid, pm = parts
+
+    def spread(t: Tensor) -> Tensor:
+        return t.expand(B, H, Qb, Kb).contiguous()
+
+    return BlockPlan(block_size, spread(kept), spread(full), spread(pid), pm)
+
+
+def _numbered(part: Tensor, start: int) -> Tensor:
+    """Ids ``start, start + 1, …`` for the true entries of ``part`` in row-major order, else -1."""
+    ids = torch.full(part.shape, -1, dtype=torch.long)
+    ids[part] = torch.arange(start, start + int(part.sum()))
+    return ids
+
+
+def _structural_plan(graph: Graph, b: int, max_blocks: int = 4096):
+    B, H, N, M = graph.shape
+    Qb, Kb = -(-N // b), -(-M // b)
+    cands = [p.block_candidates(b, graph.shape) for p in graph.parts]
+    if not cands or any(c is None for c in cands):
+        return None
+    cand = cands[0]
+    for c in cands[1:]:
+        cand = cand | c
+    qs = (torch.arange(Qb) * b).view(1, 1, -1, 1)
+    ks = (torch.arange(Kb) * b).view(1, 1, 1, -1)
+    if graph.lengths is not None:
+        L = graph.lengths.view(-1, 1, 1, 1)
+        cand = cand & (qs < L) & (ks < L)
+    if graph.causal:
+        cand = cand & (ks <= qs + b - 1)
+    nz = cand.nonzero()  # (P, 4) in row-major order
+    ar = torch.arange(b)
+    anys, alls, masks = [], [], []
+    for s in range(0, nz.shape[0], max_blocks):
+        bi, hi, qb, kb = (c.view(-1, 1, 1) for c in nz[s : s + max_blocks].unbind(-1))
+        i = qb * b + ar.view(1, -1, 1)
+        j = kb * b + ar.view(1, 1, -1)
+        edges = None
+        for p in graph.parts:
+            e = p.edges_at(bi, hi, i, j)
+            if e is None:
+                return None
+            edges = e if edges is None else edges | e
+        if graph.lengths is None:
+            edges = edges & (i < N) & (j < M)
+        else:
+            L = graph.lengths[bi]
+            edges = edges & (i < L) & (j < L)
+        if graph.causal:
+            edges = edges & (j <= i)
+        flat = edges.reshape(edges.shape[0], -1)
+        anyb, allb = flat.any(-1), flat.all(-1)
+        anys.append(anyb)
+        alls.append(allb)
+        masks.append(edges[anyb & ~allb])
+    anyb = torch.cat(anys) if anys else torch.zeros(0, dtype=torch.bool)
+    allb = torch.cat(alls) if alls else torch.zeros(0, dtype=torch.bool)
+    kept = torch.zeros(cand.shape, dtype=torch.bool)
+    full = torch.zeros_like(kept)
+    kept[cand] = anyb
+    full[cand] = allb
+    pid = _numbered(kept & ~full, 0)
+    pm = torch.cat(masks) if masks else torch.zeros(0, b, b, dtype=torch.bool)
+    return kept, full, pid, pm
+
+
+def _slab_plan(graph: Graph, b: int):
+    B, H, N, M = graph.shape
     Qb, Kb = -(-N // b), -(-M // b)
     Bc, Hc = graph.slab(0, 0, expand=False).shape[:2]
     kept = torch.zeros(Bc, Hc, Qb, Kb, dtype=torch.bool)
@@ -101,17 +175,11 @@ def block_plan(graph: Graph, block_size: int = 128) -> BlockPlan:
         kept[:, :, rows] = anyb
         full[:, :, rows] = allb
         part = anyb & ~allb
-        ids = torch.full(part.shape, -1, dtype=torch.long)
-        ids[part] = torch.arange(n_masks, n_masks + int(part.sum()))
-        pid[:, :, rows] = ids
+        pid[:, :, rows] = _numbered(part, n_masks)
         masks.append(blocks[part])
         n_masks += masks[-1].shape[0]
     pm = torch.cat(masks) if masks else torch.zeros(0, b, b, dtype=torch.bool)
-
-    def spread(t: Tensor) -> Tensor:
-        return t.expand(B, H, Qb, Kb).contiguous()
-
-    return BlockPlan(b, spread(kept), spread(full), spread(pid), pm)
+    return kept, full, pid, pm
 
 
 def _any_all(edges: Tensor, b: int, Kb: int) -> tuple[Tensor, Tensor]:
@@ -128,12 +196,71 @@ def _any_all(edges: Tensor, b: int, Kb: int) -> tuple[Tensor, Tensor]:
     return anyb, allb
 
 
-def _block_rows(plan: BlockPlan):
-    """Flattened query blocks with their kept key blocks, sorted by count."""
+def _rows_with_edges(plan: BlockPlan) -> Tensor:
+    """``(B * H * Qb, b)`` bool: query rows with at least one allowed key."""
     B, H, Qb, Kb = plan.kept.shape
-    counts = plan.kept.sum(-1).reshape(-1)  # (R,)
-    order = torch.argsort(counts, stable=True)
-    return counts, order
+    b = plan.block_size
+    out = plan.full.reshape(-1, Kb).any(-1, keepdim=True).expand(-1, b).clone()
+    pid = plan.partial_id.reshape(-1, Kb)
+    r, c = torch.nonzero(pid >= 0, as_tuple=True)
+    if r.numel():
+        hits = plan.partial_masks.any(-1)[pid[r, c]].to(torch.int32)  # (n, b)
+        count = torch.zeros(out.shape, dtype=torch.int32).index_add_(0, r, hits)
+        out |= count > 0
+    return out
+
+
+def _pad_rows(x: Tensor, rows: int) -> Tensor:
+    """``x`` with zero rows appended along dim 2 up to ``rows`` (no copy when none are needed)."""
+    return x if x.shape[2] == rows else F.pad(x, (0, 0, 0, rows - x.shape[2]))
+
+
+def _score_scale(D: int, normalizer: str, alpha: float) -> float:
+    """Scale of ``q·k`` handed to :func:`_normalize_` (1.5-entmax wants the scores halved)."""
+    return D**-0.5 * (0.5 if normalizer == "entmax" and alpha == 1.5 else 1.0)
+
+
+def _normalize_(z: Tensor, normalizer: str, alpha: float) -> Tensor:
+    """Attention weights from scores scaled by :func:`_score_scale` (``-inf`` = no key).
+
+    In place where it can; rows with no allowed key are left to the caller.
+    """
+    if normalizer == "entmax" and alpha == 1.5:
+        z = z.sub_(z.amax(-1, keepdim=True).clamp(min=torch.finfo(z.dtype).min))
+        return _entmax15_(z)
+    return attention_probs(z, normalizer, alpha)
+
+
+def _entmax15_(x: Tensor, k: int = 64) -> Tensor:
+    """In place: 1.5-entmax over the last dim of ``x`` = ``(z - max z) / 2`` (``-inf`` = no key).
+
+    The threshold comes from the ``k`` largest entries (rows whose support fills them are redone
+    with a wider prefix); the arithmetic is that of the sort-based algorithm, so the result is
+    the same as ``entmax15`` over the allowed entries. Rows with no allowed key come out NaN.
+    """
+    from sparsebench.methods.gold import _entmax15_threshold
+
+    S = x.shape[-1]
+    flat = x.view(-1, S)
+    tau = torch.empty(flat.shape[0], 1, dtype=x.dtype, device=x.device)
+    todo = None  # all rows
+    while True:
+        kk = min(k, S)
+        sub = flat if todo is None else flat[todo]
+        top = torch.topk(sub, kk, dim=-1).values if kk < S else sub.sort(-1, True).values
+        t, support = _entmax15_threshold(top)
+        if todo is None:
+            tau = t
+        else:
+            tau[todo] = t
+        redo = (support[:, 0] == kk) & (kk < S)
+        if not redo.any():
+            break
+        rows = torch.nonzero(redo).squeeze(-1)
+        todo = rows if todo is None else todo[rows]
+        k = 2 * kk
+    flat.sub_(tau).clamp_(min=0).square_()
+    return x
 
 
 def _block(
@@ -145,45 +272,95 @@ def _block(
     alpha,
     block_size: int,
     plan: BlockPlan | None = None,
-    rows_per_chunk: int = 64,
+    max_entries: int = 1 << 20,
 ) -> Tensor:
+    """Each query block attends over its gathered kept key blocks.
+
+    Query blocks are sorted by kept-block count and run in chunks of about ``max_entries``
+    scores, so a few dense rows (global tokens) do not widen the others.
+    """
     plan = plan or block_plan(graph, block_size)
     b = plan.block_size
     B, H, N, D = q.shape
-    M, Dv = k.shape[2], v.shape[-1]
+    Dv = v.shape[-1]
     Qb, Kb = plan.kept.shape[2:]
-    scale = D**-0.5
-    qp = F.pad(q * scale, (0, 0, 0, Qb * b - N)).reshape(B * H * Qb, b, D)
-    kp = F.pad(k, (0, 0, 0, Kb * b - M)).reshape(B * H, Kb, b, D)
-    vp = F.pad(v, (0, 0, 0, Kb * b - M)).reshape(B * H, Kb, b, Dv)
-    out = torch.zeros(B * H * Qb, b, Dv, dtype=v.dtype, device=v.device)
-    kept = plan.kept.reshape(B * H * Qb, Kb)
-    full = plan.full.reshape(B * H * Qb, Kb)
-    pid = plan.partial_id.reshape(B * H * Qb, Kb)
-    counts, order = _block_rows(plan)
-    bh_of_row = torch.arange(B * H * Qb) // Qb
-    ones = torch.ones(b, b, dtype=torch.bool)
-    zero = torch.zeros(b, b, dtype=torch.bool)
-    masks = torch.cat([plan.partial_masks, ones[None], zero[None]])  # -2: full, -1: padding
-    for start in range(0, len(order), rows_per_chunk):
-        rows = order[start : start + rows_per_chunk]
-        kmax = int(counts[rows].max())
-        if kmax == 0:
-            continue
-        # Kept key-block indices of each row, padded with block 0 (masked out below).
-        idx = torch.argsort((~kept[rows]).to(torch.int8), dim=-1, stable=True)[:, :kmax]
-        valid_slot = torch.arange(kmax).view(1, -1) < counts[rows].view(-1, 1)
-        bh = bh_of_row[rows]
-        kg = kp[bh.view(-1, 1), idx]  # (r, kmax, b, D)
-        vg = vp[bh.view(-1, 1), idx]  # (r, kmax, b, Dv)
-        which = torch.where(full[rows.view(-1, 1), idx], len(masks) - 2, pid[rows.view(-1, 1), idx])
-        which = torch.where(valid_slot, which, len(masks) - 1)
-        allowed = masks[which]  # (r, kmax, b, b): [slot, query, key]
-        allowed = allowed.permute(0, 2, 1, 3).reshape(len(rows), b, kmax * b)
-        z = torch.einsum("rqd,rskd->rqsk", qp[rows], kg).reshape(len(rows), b, kmax * b)
-        z = z.masked_fill(~allowed.to(z.device), float("-inf"))
-        p = attention_probs(z, normalizer, alpha)
-        out[rows] = p @ vg.reshape(len(rows), kmax * b, Dv)
+    R = B * H * Qb
+    dev = v.device
+    scale = _score_scale(D, normalizer, alpha)
+
+    # Per query block (row), its kept key blocks in order and the mask of each slot: a
+    # partial block's own, 0 = full block, P + 1 = no block (padding of short rows).
+    kept = plan.kept.reshape(R, Kb)
+    counts = kept.sum(-1)
+    order = torch.argsort(counts, stable=True)
+    sorted_counts = counts[order].tolist()
+    start = bisect.bisect_right(sorted_counts, 0)  # rows with no kept block stay zero
+    if start == R:
+        return torch.zeros(B, H, N, Dv, dtype=v.dtype, device=dev)
+    order = order[start:]
+    sorted_counts = sorted_counts[start:]
+    width = sorted_counts[-1]
+    idx = torch.argsort((~kept[order]).to(torch.int8), dim=-1, stable=True)[:, :width]
+    P = plan.partial_masks.shape[0]
+    full = plan.full.reshape(R, Kb)[order].gather(1, idx)
+    which = torch.where(full, P, plan.partial_id.reshape(R, Kb)[order].gather(1, idx))
+    which = torch.where(torch.arange(width) < counts[order].view(-1, 1), which, P + 1).to(dev)
+    blocks = (order // Qb * Kb).view(-1, 1).add(idx).to(dev)  # flat key-block ids
+    order_d = order.to(dev)
+    live = _rows_with_edges(plan).to(dev)[order_d]
+    all_live = bool(live.all())
+    masks = torch.cat(
+        [
+            torch.zeros(P + 1, b, b, dtype=q.dtype).masked_fill_(
+                F.pad(~plan.partial_masks, (0, 0, 0, 0, 0, 1)), float("-inf")
+            ),
+            torch.full((1, b, b), float("-inf"), dtype=q.dtype),
+        ]
+    ).to(dev)
+    mask_rows = masks.view(-1, b)
+    ar_b = torch.arange(b, device=dev).view(1, -1, 1)
+
+    qs = _pad_rows(q, Qb * b).reshape(R, b, D)[order_d]  # query blocks in sorted order
+    kp = _pad_rows(k, Kb * b).reshape(B * H * Kb, b, D)
+    vp = _pad_rows(v, Kb * b).reshape(B * H * Kb, b, Dv)
+    res_sorted = torch.empty(len(order), b, Dv, dtype=v.dtype, device=dev)
+    # Work buffers reused by every chunk (fresh large allocations would page-fault each time).
+    cap = max(max_entries, b * b * width)
+    kbuf = torch.empty(cap // b * D, dtype=k.dtype, device=dev)
+    vbuf = torch.empty(cap // b * Dv, dtype=v.dtype, device=dev)
+    zbuf = torch.empty(cap, dtype=q.dtype, device=dev)
+    lo, R_live = 0, len(order)
+    while lo < R_live:
+        hi = lo + 1
+        while hi < R_live and (hi - lo + 1) * sorted_counts[hi] * b * b <= max_entries:
+            hi += 1
+        r, kmax = hi - lo, sorted_counts[hi - 1]
+        n = r * kmax
+        blk = blocks[lo:hi, :kmax].reshape(-1)
+        kg = torch.index_select(kp, 0, blk, out=kbuf[: n * b * D].view(n, b, D))
+        vg = torch.index_select(vp, 0, blk, out=vbuf[: n * b * Dv].view(n, b, Dv))
+        kg, vg = kg.view(r, kmax * b, D), vg.view(r, kmax * b, Dv)
+        # Additive mask [row, query, slot·key], gathered in that order (no transposed copy).
+        at = (which[lo:hi, :kmax].unsqueeze(1) * b + ar_b).view(-1)
+        bias = torch.index_select(mask_rows, 0, at, out=zbuf[: n * b * b].view(-1, b))
+        bias = bias.view(r, b, kmax * b)
+        if normalizer == "softmax":
+            res = F.scaled_dot_product_attention(
+                qs[lo:hi].unsqueeze(1),
+                kg.unsqueeze(1),
+                vg.unsqueeze(1),
+                attn_mask=bias.unsqueeze(1),
+                scale=scale,
+            ).squeeze(1)
+        else:
+            z = bias.baddbmm_(qs[lo:hi], kg.transpose(1, 2), alpha=scale)
+            res = torch.bmm(_normalize_(z, normalizer, alpha), vg)
+        if not all_live:
+            res = torch.where(live[lo:hi].unsqueeze(-1), res, 0.0)
+        res_sorted[lo:hi] = res
+        lo = hi
+    out = torch.zeros(R, b, Dv, dtype=v.dtype, device=dev)
+    out[order_d] = res_sorted
     return out.view(B, H, Qb * b, Dv)[:, :, :N]
 
 
@@ -269,7 +446,8 @@ def _grouped(q, k, v, graph: Graph, normalizer, alpha, max_pairs: int = 1 << 22)
     kpos = torch.searchsorted(kids, ids)
     qstart = torch.cumsum(qcount, 0) - qcount
     kstart = torch.cumsum(kcount, 0) - kcount
-    qflat = (q * D**-0.5).reshape(B * H * N, D)
+    scale = _score_scale(D, normalizer, alpha)
+    qflat = q.reshape(B * H * N, D)
     kflat = k.reshape(B * H * M, D)
     vflat = v.reshape(B * H * M, Dv)
     out = torch.zeros(B * H * N, Dv, dtype=v.dtype, device=v.device)
@@ -298,25 +476,27 @@ def _grouped(q, k, v, graph: Graph, normalizer, alpha, max_pairs: int = 1 << 22)
         ok_k = ar_k < kcount[kpos[ch]].view(-1, 1)
         qi = qs[(qstart[ch].view(-1, 1) + ar_q).clamp(max=len(qs) - 1)]  # flat query index
         ki = ks[(kstart[kpos[ch]].view(-1, 1) + ar_k).clamp(max=len(ks) - 1)]
-        # Padded query rows are computed and dropped; padded keys are masked.
+        # Padded query rows are computed and dropped; padded keys are masked (additive mask:
+        # the fused kernel takes it as is).
         allowed = ok_k.unsqueeze(1)  # (g, 1, mk)
         if graph.causal:
             allowed = allowed & ((ki % M).unsqueeze(1) <= (qi % N).unsqueeze(-1))
+        bias = torch.zeros(allowed.shape, dtype=q.dtype, device=q.device)
+        bias.masked_fill_(~allowed, float("-inf"))
+        qc, kc, vc = qflat[qi], kflat[ki], vflat[ki]
         if normalizer == "softmax":
-            # The fused kernel; a row with no allowed key (causal) outputs zeros.
             res = F.scaled_dot_product_attention(
-                qflat[qi].unsqueeze(1),
-                kflat[ki].unsqueeze(1),
-                vflat[ki].unsqueeze(1),
-                attn_mask=allowed.unsqueeze(1),
-                scale=1.0,
+                qc.unsqueeze(1),
+                kc.unsqueeze(1),
+                vc.unsqueeze(1),
+                attn_mask=bias.unsqueeze(1),
+                scale=scale,
             ).squeeze(1)
-            if graph.causal:
-                res = torch.where(allowed.any(-1, keepdim=True), res, 0.0)
         else:
-            z = torch.einsum("gqd,gkd->gqk", qflat[qi], kflat[ki])
-            z = z.masked_fill(~allowed, float("-inf"))
-            res = attention_probs(z, normalizer, alpha) @ vflat[ki]  # (g, mq, Dv)
+            z = torch.baddbmm(bias, qc, kc.transpose(1, 2), alpha=scale)
+            res = torch.bmm(_normalize_(z, normalizer, alpha), vc)  # (g, mq, Dv)
+        if graph.causal:  # a query with no allowed key outputs zeros
+            res = torch.where(allowed.any(-1, keepdim=True), res, 0.0)
         out[qi[ok_q]] = res[ok_q]
     return out.view(B, H, N, Dv)
 

@@ -58,6 +58,21 @@ class Part:
         """The same part for a subset of the batch (parts shared over the batch return self)."""
         return self
 
+    def block_candidates(self, b: int, shape: tuple[int, int, int, int]) -> Tensor | None:
+        """A superset of the ``b × b`` blocks holding an edge, from the structure alone.
+
+        Bool ``(B|1, H|1, ceil(N/b), ceil(M/b))``, or ``None`` when only materialising rows can
+        tell. Parts that answer this and :meth:`edges_at` get their block layout without any slab.
+        """
+        return None
+
+    def edges_at(self, bi: Tensor, hi: Tensor, i: Tensor, j: Tensor) -> Tensor | None:
+        """Edges at broadcast index tensors, or ``None`` if the part cannot answer point queries.
+
+        ``bi``, ``hi``, ``i``, ``j`` are batch, head, query and key positions.
+        """
+        return None
+
 
 @dataclass(frozen=True, eq=False)
 class DenseMask(Part):
@@ -200,6 +215,16 @@ class Band(Part):
         per_row = (last - first + 1).clamp(min=0) * (i < L)
         return per_row.sum(-1, keepdim=True).expand(B, H).clone()
 
+    def block_candidates(self, b, shape):  # noqa: D102
+        qb = torch.arange(-(-shape[2] // b)).view(-1, 1) * b
+        kb = torch.arange(-(-shape[3] // b)).view(1, -1) * b
+        # Some offset j - i of the block, in [kb - qb - b + 1, kb - qb + b - 1], meets the band.
+        return ((kb - qb + b - 1 >= self.lo) & (kb - qb - b + 1 <= self.hi))[None, None]
+
+    def edges_at(self, bi, hi, i, j):  # noqa: D102
+        off = j - i
+        return (off >= self.lo) & (off <= self.hi)
+
 
 @dataclass(frozen=True, eq=False)
 class Globals(Part):
@@ -217,6 +242,23 @@ class Globals(Part):
         is_row = (rows == pos.unsqueeze(1)).any(-1)  # (B|1, c)
         is_col = (cols == pos.unsqueeze(1)).any(-1)  # (B|1, M)
         return is_row[:, None, :, None] | is_col[:, None, None, :]  # (B|1, 1, c, M)
+
+    def block_candidates(self, b, shape):  # noqa: D102
+        _, _, N, M = shape
+        pos = self.positions  # (B|1, G)
+        Qb, Kb = -(-N // b), -(-M // b)
+        row = torch.zeros(pos.shape[0], Qb + 1, dtype=torch.bool)
+        col = torch.zeros(pos.shape[0], Kb + 1, dtype=torch.bool)
+        # -1 (no token) and positions past the end go to a spare last block, then dropped.
+        row.scatter_(1, torch.where((pos >= 0) & (pos < N), pos // b, Qb).cpu(), True)
+        col.scatter_(1, torch.where((pos >= 0) & (pos < M), pos // b, Kb).cpu(), True)
+        return (row[:, None, :Qb, None] | col[:, None, None, :Kb]).contiguous()
+
+    def edges_at(self, bi, hi, i, j):  # noqa: D102
+        pos = self.positions.cpu()[bi.clamp(max=self.positions.shape[0] - 1)]  # (*bi, G)
+        is_row = (i.unsqueeze(-1) == pos).any(-1)
+        is_col = (j.unsqueeze(-1) == pos).any(-1)
+        return is_row | is_col
 
     def index_batch(self, index):  # noqa: D102
         return self if self.positions.shape[0] == 1 else Globals(self.positions[index])

@@ -111,3 +111,61 @@ def test_method_graphs_run_on_their_paths():
     graph = m.predict(q, k, lengths=torch.tensor([64, 50]))
     ref = execute(q, k, v, graph, path="dense")
     torch.testing.assert_close(execute(q, k, v, graph, block_size=16), ref, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("b", [4, 6, 16, 64])
+def test_structural_layout_equals_slab_layout(b):
+    """Bands and global tokens are laid out from their structure; the result is the slab one."""
+    from sparsebench.bench.execute import _slab_plan, _structural_plan
+
+    N = 70
+    pos = torch.tensor([[0, 33, -1], [69, -1, -1]])
+    for lengths, causal in CASES:
+        for parts in ([Band(-3, 5)], [Globals(pos)], [Band(-9, 0), Globals(pos)], [Band(2, 4)]):
+            graph = Graph((2, 3, N, N), parts, lengths=lengths, causal=causal)
+            got, want = _structural_plan(graph, b), _slab_plan(graph, b)
+            assert got is not None
+            for a, w in zip(got[:3], want[:3], strict=True):
+                assert torch.equal(torch.broadcast_to(a, w.shape), w), (parts, lengths, causal)
+            assert torch.equal(got[3], want[3])
+    random = Graph.from_dense(torch.rand(1, 1, N, N) < 0.1)
+    assert _structural_plan(random, b) is None  # no structure: laid out by slabs
+
+
+@pytest.mark.parametrize("normalizer", ["entmax", "softmax"])
+def test_block_path_in_many_small_chunks(normalizer):
+    """Chunks smaller than one wide row (global tokens) still give the dense result."""
+    from sparsebench.bench.execute import _block
+
+    q, k, v = data(N=200)
+    pos = torch.tensor([[0, 150], [7, -1]])
+    graph = Graph((2, 2, 200, 200), [Band(-20, 20), Globals(pos)], lengths=torch.tensor([200, 90]))
+    ref = execute(q, k, v, graph, normalizer=normalizer, path="dense")
+    out = _block(q, k, v, graph, normalizer, 1.5, 16, max_entries=16 * 16 * 3)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("alpha", [1.5, 1.25, 2.0])
+def test_entmax_paths_at_other_alphas(alpha):
+    q, k, v = data()
+    for name, graph in graphs(2, 2, 70, torch.tensor([70, 41]), False):
+        ref = execute(q, k, v, graph, alpha=alpha, path="dense")
+        paths = ["block", "grouped"] if name == "groups" else ["block"]
+        for path in paths:
+            out = execute(q, k, v, graph, alpha=alpha, path=path, block_size=16)
+            torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6, msg=f"{name} {path}")
+
+
+def test_entmax15_in_place_matches_package_on_wide_supports():
+    """Rows whose support fills the first prefix are redone wider; -inf entries are no keys."""
+    from entmax import entmax15
+
+    from sparsebench.bench.execute import _entmax15_
+
+    g = torch.Generator().manual_seed(3)
+    z = torch.randn(40, 300, generator=g) * torch.tensor([0.01, 0.3, 3.0]).repeat(14)[:40, None]
+    z[::5, 100:] = float("-inf")
+    x = (z - z.amax(-1, keepdim=True)) / 2
+    got = _entmax15_(x.clone(), k=8)
+    torch.testing.assert_close(got, entmax15(z, dim=-1), rtol=1e-5, atol=1e-7)
+    assert (entmax15(z, dim=-1) > 0).sum(-1).max() > 64  # the wide case is exercised
