@@ -67,7 +67,9 @@ def speed_by_method(sp: pd.DataFrame) -> dict[str, dict]:
         out[str(method)] = {
             "speed_x_dense": float(r["x_best_dense"]),
             "speed_peak_mb": float(r["peak_mb"]),
-            "speed_case": f"{r['spec']} ({r['normalizer']}, {r['device']}, N={int(r['n'])})",
+            "speed_case": (
+                f"{r['spec']} ({r['normalizer']}, {r['device']}, {r['path']} path, N={int(r['n'])})"
+            ),
         }
     return out
 
@@ -314,13 +316,16 @@ def speed_table(records: pd.DataFrame) -> pd.DataFrame:
     ok["spread_s"] = ok["end_to_end"].map(lambda d: d["iqr_s"])
     ok["normalizer"] = ok.get("normalizer", "entmax")
     ok["device"] = ok.get("device", "cpu")
+    # A method's cases differ by execution path too (dense baselines ignore it).
+    ok["path"] = ok["path"].fillna("auto") if "path" in ok else "auto"
+    ok.loc[ok["spec"].isin(list(DENSE)), "path"] = ""
     # The newest run of each case wins.
-    ok = ok.sort_values("date").groupby(["device", "normalizer", "spec", "n"]).tail(1)
+    ok = ok.sort_values("date").groupby(["device", "normalizer", "spec", "path", "n"]).tail(1)
     rows = []
     for (device, norm), g in ok.groupby(["device", "normalizer"]):
         dense = ["sdpa", "xformers"] if norm == "softmax" else ["dense_entmax", "entmax15_full"]
         best = g[g["spec"].isin(dense)].groupby("n")["time_s"].min()
-        for spec, s in g.groupby("spec"):
+        for (spec, path), s in g.groupby(["spec", "path"]):
             s = s.sort_values("n")
             beats = [
                 n
@@ -339,6 +344,7 @@ def speed_table(records: pd.DataFrame) -> pd.DataFrame:
                         "device": device,
                         "normalizer": norm,
                         "spec": spec,
+                        "path": path,
                         "n": r["n"],
                         "time_s": r["time_s"],
                         "spread_s": r["spread_s"],
@@ -364,7 +370,15 @@ def _speed_plot(t: pd.DataFrame, path: Path) -> None:
 
     sns.set_theme(style="whitegrid")
     t = t.copy()
-    t["case"] = t["spec"] + " (" + t["normalizer"] + ", " + t["device"] + ")"
+    t["case"] = (
+        t["spec"]
+        + " ("
+        + t["normalizer"]
+        + ", "
+        + t["device"]
+        + t["path"].map(lambda p: f", {p}" if p else "")
+        + ")"
+    )
     # Peaks below the resolution of the RSS measure read 0: not drawable on a log axis.
     t["peak_mb"] = t["peak_mb"].where(t["peak_mb"] > 0)
     fig, axes = plt.subplots(1, 2, figsize=(14, 6))
@@ -477,15 +491,16 @@ def write_leaderboard(results: str | os.PathLike = "results") -> list[Path]:
             "",
             meta,
             "",
-            "| device | normalizer | method | N | end-to-end s ↓ | × best dense ↓ | "
+            "| device | normalizer | method | path | N | end-to-end s ↓ | × best dense ↓ | "
             "peak MB ↓ | sparsity | block density | crossover N |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for _, r in sp.iterrows():
             cells = [
                 r["device"],
                 r["normalizer"],
                 f"`{r['spec']}`",
+                r["path"] or "—",
                 str(int(r["n"])),
                 f"{r['time_s']:.4f} ± {r['spread_s']:.4f}",
                 *(

@@ -181,6 +181,8 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
                 and isinstance(graph.parts[0], g)
                 and graph.parts[0].q_groups.shape[-1] == 1
             )
+            if path == "auto":  # record the path that runs
+                rec["path"] = "grouped" if one_slot else "block"
             if path != "auto" or not one_slot:
                 plan = block_plan(graph, bs)
                 rec["layout"] = stopwatch(

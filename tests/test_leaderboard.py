@@ -151,8 +151,25 @@ def test_speed_table_crossover_and_plot(tmp_path):
                     "params": {},
                 },
             )
+    # The same method on another execution path is a case of its own, not a newer run.
+    append_record(
+        sp,
+        {
+            "spec": "window:w=5",
+            "method": "window",
+            "n": 2048,
+            "normalizer": "entmax",
+            "device": "cpu",
+            "path": "flex",
+            "date": "2026-11-23",
+            "end_to_end": {"median_s": 0.5, "iqr_s": 0.001, "min_s": 0.5},
+            "peak_mb": 1.0,
+            "params": {},
+        },
+    )
     t = speed_table(load_records(sp))
-    w = t[t["spec"] == "window:w=5"].set_index("n")
+    assert t[t["path"] == "flex"]["time_s"].tolist() == [0.5]
+    w = t[(t["spec"] == "window:w=5") & (t["path"] == "auto")].set_index("n")
     assert w.loc[1024, "x_best_dense"] == pytest.approx(0.75)
     assert w.loc[512, "crossover_n"] == 1024
     write_leaderboard(results)
@@ -166,7 +183,10 @@ def test_speed_table_crossover_and_plot(tmp_path):
     assert float(row["speed_peak_mb"]) == pytest.approx(40.0)
     assert "N=2048" in row["speed_case"]
     assert (results / "speed" / "speed.png").stat().st_size > 10_000
-    assert "| cpu | entmax | `window:w=5` | 1024 |" in (results / "speed" / "speed.md").read_text()
+    assert (
+        "| cpu | entmax | `window:w=5` | auto | 1024 |"
+        in (results / "speed" / "speed.md").read_text()
+    )
 
 
 def test_records_packed_with_gzip_are_read_and_resumed_after(tmp_path):
