@@ -273,6 +273,7 @@ def _block(
     block_size: int,
     plan: BlockPlan | None = None,
     max_entries: int = 1 << 20,
+    compact: float = 0.5,
 ) -> Tensor:
     """Each query block attends over its gathered kept key blocks.
 
@@ -318,32 +319,57 @@ def _block(
         ]
     ).to(dev)
     mask_rows = masks.view(-1, b)
+    mask_cols_t = masks.transpose(1, 2).reshape(-1, b)
+    mask_cols = (masks == 0).any(1)  # (P + 2, b): key columns with an edge
     ar_b = torch.arange(b, device=dev).view(1, -1, 1)
 
     qs = _pad_rows(q, Qb * b).reshape(R, b, D)[order_d]  # query blocks in sorted order
-    kp = _pad_rows(k, Kb * b).reshape(B * H * Kb, b, D)
-    vp = _pad_rows(v, Kb * b).reshape(B * H * Kb, b, Dv)
+    kflat = _pad_rows(k, Kb * b).reshape(-1, D)
+    vflat = _pad_rows(v, Kb * b).reshape(-1, Dv)
+    kblk, vblk = kflat.view(-1, b * D), vflat.view(-1, b * Dv)
     res_sorted = torch.empty(len(order), b, Dv, dtype=v.dtype, device=dev)
     # Work buffers reused by every chunk (fresh large allocations would page-fault each time).
     cap = max(max_entries, b * b * width)
     kbuf = torch.empty(cap // b * D, dtype=k.dtype, device=dev)
     vbuf = torch.empty(cap // b * Dv, dtype=v.dtype, device=dev)
     zbuf = torch.empty(cap, dtype=q.dtype, device=dev)
+    wbuf = None
     lo, R_live = 0, len(order)
     while lo < R_live:
         hi = lo + 1
         while hi < R_live and (hi - lo + 1) * sorted_counts[hi] * b * b <= max_entries:
             hi += 1
         r, kmax = hi - lo, sorted_counts[hi - 1]
-        n = r * kmax
-        blk = blocks[lo:hi, :kmax].reshape(-1)
-        kg = torch.index_select(kp, 0, blk, out=kbuf[: n * b * D].view(n, b, D))
-        vg = torch.index_select(vp, 0, blk, out=vbuf[: n * b * Dv].view(n, b, Dv))
-        kg, vg = kg.view(r, kmax * b, D), vg.view(r, kmax * b, Dv)
-        # Additive mask [row, query, slot·key], gathered in that order (no transposed copy).
-        at = (which[lo:hi, :kmax].unsqueeze(1) * b + ar_b).view(-1)
-        bias = torch.index_select(mask_rows, 0, at, out=zbuf[: n * b * b].view(-1, b))
-        bias = bias.view(r, b, kmax * b)
+        wh = which[lo:hi, :kmax]
+        # Keys some query of the block may attend to; when they are few (a global token's
+        # column in an otherwise empty block), only those keys are gathered.
+        key_ok = mask_cols[wh].view(r, kmax * b)
+        cnt = key_ok.sum(-1)
+        S = int(cnt.max())
+        if S <= compact * kmax * b:
+            pos = torch.argsort((~key_ok).to(torch.int8), dim=-1, stable=True)[:, :S]
+            slot, col = pos // b, pos % b
+            key = (blocks[lo:hi, :kmax].gather(1, slot) * b + col).view(-1)
+            wk = torch.where(
+                torch.arange(S, device=dev) < cnt.view(-1, 1), wh.gather(1, slot), P + 1
+            )
+            # Mask columns gathered as rows of the transposed masks: [row, key, query].
+            at = (wk * b + col).view(-1)
+            bias = torch.index_select(mask_cols_t, 0, at, out=zbuf[: r * b * S].view(-1, b))
+            bias = bias.view(r, S, b).transpose(1, 2)
+        else:
+            S = kmax * b
+            key = None
+            # Additive mask [row, query, slot·key], gathered in that order (no transposed copy).
+            at = (wh.unsqueeze(1) * b + ar_b).view(-1)
+            bias = torch.index_select(mask_rows, 0, at, out=zbuf[: r * b * S].view(-1, b))
+            bias = bias.view(r, b, S)
+        # Whole blocks are gathered as rows of b keys (far fewer indices than key by key).
+        kx, vx, ix = (kflat, vflat, key) if key is not None else (kblk, vblk, blocks[lo:hi, :kmax])
+        ix = ix.reshape(-1)
+        kg = torch.index_select(kx, 0, ix, out=kbuf[: r * S * D].view(len(ix), -1)).view(r, S, D)
+        vg = torch.index_select(vx, 0, ix, out=vbuf[: r * S * Dv].view(len(ix), -1))
+        vg = vg.view(r, S, Dv)
         if normalizer == "softmax":
             res = F.scaled_dot_product_attention(
                 qs[lo:hi].unsqueeze(1),
@@ -353,7 +379,13 @@ def _block(
                 scale=scale,
             ).squeeze(1)
         else:
-            z = bias.baddbmm_(qs[lo:hi], kg.transpose(1, 2), alpha=scale)
+            if bias.is_contiguous():
+                z = bias.baddbmm_(qs[lo:hi], kg.transpose(1, 2), alpha=scale)
+            else:  # scores laid out row by row for the normalisation
+                if wbuf is None:
+                    wbuf = torch.empty(cap, dtype=q.dtype, device=dev)
+                z = wbuf[: r * b * S].view(r, b, S)
+                z = torch.baddbmm(bias, qs[lo:hi], kg.transpose(1, 2), alpha=scale, out=z)
             res = torch.bmm(_normalize_(z, normalizer, alpha), vg)
         if not all_live:
             res = torch.where(live[lo:hi].unsqueeze(-1), res, 0.0)

@@ -222,8 +222,8 @@ class Band(Part):
         return ((kb - qb + b - 1 >= self.lo) & (kb - qb - b + 1 <= self.hi))[None, None]
 
     def edges_at(self, bi, hi, i, j):  # noqa: D102
-        off = j - i
-        return (off >= self.lo) & (off <= self.hi)
+        # Shift the smaller operand, so no full-size offset tensor is built.
+        return (j >= i + self.lo) & (j <= i + self.hi)
 
 
 @dataclass(frozen=True, eq=False)
