@@ -318,6 +318,11 @@ def speed_table(records: pd.DataFrame) -> pd.DataFrame:
     ok["device"] = ok.get("device", "cpu")
     # A method's cases differ by execution path too (dense baselines ignore it).
     ok["path"] = ok["path"].fillna("auto") if "path" in ok else "auto"
+    if "block_size" in ok:  # layouts at different block sizes are different cases
+        laid = ok["path"].isin(["block", "flex"]) & ok["block_size"].notna()
+        ok.loc[laid, "path"] = (
+            ok.loc[laid, "path"] + " b=" + ok.loc[laid, "block_size"].map(lambda b: str(int(b)))
+        )
     ok.loc[ok["spec"].isin(list(DENSE)), "path"] = ""
     # The newest run of each case wins.
     ok = ok.sort_values("date").groupby(["device", "normalizer", "spec", "path", "n"]).tail(1)

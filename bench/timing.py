@@ -1,9 +1,10 @@
 """Wall-clock and peak memory of predicting a graph and attending over it, across lengths.
 
 Each case runs in a fresh Python process (``python -m sparsebench.bench.timing CASE_JSON``), so
-its peak memory is its own: on CPU the process resets the kernel's peak-RSS counter
-(``/proc/self/clear_refs``) just before the measured call and reads ``VmHWM`` after it; on CUDA it
-reads ``torch.cuda.max_memory_allocated`` around the call. Every timed part gets warm-up calls,
+its peak memory is its own: on CPU a second process (see :func:`measure_case`) resets the
+kernel's peak-RSS counter (``/proc/self/clear_refs``) just before one warm end-to-end call and
+reads ``VmHWM`` after it; on CUDA the timing process reads ``torch.cuda.max_memory_allocated``
+around that call. Every timed part gets warm-up calls,
 then repeats, and reports the median and the spread (interquartile range); CUDA timings are
 synchronised. Compilation (FlexAttention) is timed on the first call and reported apart, never
 inside steady-state figures.
@@ -102,6 +103,14 @@ def _peak_end(device: str, base: float) -> float:
     return _status_mb("VmHWM") - base
 
 
+def _peak(fn: Callable[[], Any], device: str) -> float:
+    """Peak extra memory (MB) of one call of ``fn``."""
+    base = _peak_begin(device)
+    fn()
+    _sync(device)
+    return _peak_end(device, base)
+
+
 def _status_mb(field: str) -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
@@ -122,6 +131,7 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
     q, k, v, source = _inputs(n, heads, dim, device, case.get("seed", 0))
     rec: dict[str, Any] = {**case, "source": source, "threads": torch.get_num_threads()}
     name = case["method"]
+    memory_only = case.get("measure") == "memory"
     if name in DENSE:
         full = Graph((1, heads, n, n), [Band(-n, n)])
         if name == "sdpa":
@@ -150,10 +160,13 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
             qt, kt, vt = (x.transpose(1, 2).contiguous() for x in (q, k, v))
             fn = lambda: xops.memory_efficient_attention(qt, kt, vt)  # noqa: E731
         with torch.no_grad():
+            if memory_only:
+                fn()  # warm: lazy initialisation is not the call's memory
+                rec["peak_mb"] = _peak(fn, device)
+                return rec
             rec["kernel"] = stopwatch(fn, device=device, warmup=warmup, repeats=repeats)
-            base = _peak_begin(device)
-            fn()
-            rec["peak_mb"] = _peak_end(device, base)
+            if device.startswith("cuda"):
+                rec["peak_mb"] = _peak(fn, device)
         rec["end_to_end"] = rec["kernel"]
         return rec
 
@@ -167,31 +180,33 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
         rec["fit_s"] = time.perf_counter() - t0
     path = case.get("path", "auto")
     bs = case.get("block_size", 128)
+
+    def end_to_end():
+        gr = m.predict(q, k)
+        pl = block_plan(gr, bs) if plan is not None else None
+        return execute(q, k, v, gr, normalizer=normalizer, path=path, block_size=bs, plan=pl)
+
     with torch.no_grad():
         graph = m.predict(q, k)
+        groups = graph.find(methods.Groups)
+        one_slot = len(graph.parts) == 1 and len(groups) == 1 and groups[0].q_groups.shape[-1] == 1
+        if path == "auto":  # record the path that runs
+            rec["path"] = "grouped" if one_slot else "block"
+        uses_layout = path in ("block", "flex") or (path == "auto" and not one_slot)
+        plan = block_plan(graph, bs) if uses_layout else None
+        if memory_only:
+            end_to_end()  # warm (compiles FlexAttention)
+            rec["peak_mb"] = _peak(end_to_end, device)
+            return rec
         rec["predict"] = stopwatch(
             lambda: m.predict(q, k), device=device, warmup=0, repeats=repeats
         )
         rec["sparsity"] = 1 - float(graph.num_edges().sum()) / (heads * n * n)
-        plan = None
-        if path in ("auto", "block", "flex"):
-            g = methods.Groups
-            one_slot = (
-                len(graph.parts) == 1
-                and isinstance(graph.parts[0], g)
-                and graph.parts[0].q_groups.shape[-1] == 1
+        if plan is not None:
+            rec["layout"] = stopwatch(
+                lambda: block_plan(graph, bs), device=device, warmup=0, repeats=max(1, repeats // 2)
             )
-            if path == "auto":  # record the path that runs
-                rec["path"] = "grouped" if one_slot else "block"
-            if path != "auto" or not one_slot:
-                plan = block_plan(graph, bs)
-                rec["layout"] = stopwatch(
-                    lambda: block_plan(graph, bs),
-                    device=device,
-                    warmup=0,
-                    repeats=max(1, repeats // 2),
-                )
-                rec["block_density"] = plan.density
+            rec["block_density"] = plan.density
         kw = {"normalizer": normalizer, "path": path, "block_size": bs, "plan": plan}
         t0 = time.perf_counter()
         execute(q, k, v, graph, **kw)
@@ -203,21 +218,13 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
         if path == "flex":
             rec["compile_s"] = max(0.0, first - rec["kernel"]["median_s"])
 
-        def end_to_end():
-            gr = m.predict(q, k)
-            pl = block_plan(gr, bs) if plan is not None else None
-            return execute(q, k, v, gr, normalizer=normalizer, path=path, block_size=bs, plan=pl)
-
         rec["end_to_end"] = stopwatch(end_to_end, device=device, warmup=0, repeats=repeats)
-        base = _peak_begin(device)
-        end_to_end()
-        rec["peak_mb"] = _peak_end(device, base)
+        if device.startswith("cuda"):
+            rec["peak_mb"] = _peak(end_to_end, device)
     return rec
 
 
-def measure_case(case: dict[str, Any], timeout: float = 1800) -> dict[str, Any]:
-    """Run :func:`run_case` in a fresh process; errors come back as ``{"error": ...}``."""
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+def _in_fresh_process(case: dict[str, Any], timeout: float, env: dict) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "sparsebench.bench.timing", json.dumps(case)]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
@@ -227,6 +234,26 @@ def measure_case(case: dict[str, Any], timeout: float = 1800) -> dict[str, Any]:
         lines = proc.stderr.strip().splitlines() or ["(no output)"]
         return {**case, "error": lines[-1]}
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def measure_case(case: dict[str, Any], timeout: float = 1800) -> dict[str, Any]:
+    """Time a case in a fresh process, and on CPU take its peak memory in a second one.
+
+    The memory process sets glibc's mmap threshold to 64 KiB, so every sizeable buffer is
+    mapped when allocated and returned when freed: the peak-RSS delta of the measured call then
+    counts its whole working set, not only what the allocator could not reuse from the warm-up.
+    (Timing runs without it: page faults on every allocation would slow the kernels.) Errors
+    come back as ``{"error": ...}``.
+    """
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    rec = _in_fresh_process(case, timeout, env)
+    if "error" in rec or case.get("device", "cpu").startswith("cuda"):
+        return rec
+    mem_env = {**env, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
+    mem = _in_fresh_process({**case, "measure": "memory"}, timeout, mem_env)
+    if "error" in mem:
+        return {**rec, "error": f"memory: {mem['error']}"}
+    return {**rec, "peak_mb": mem["peak_mb"]}
 
 
 if __name__ == "__main__":
