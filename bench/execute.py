@@ -23,6 +23,7 @@ outputs zeros (it never falls back to full attention).
 from __future__ import annotations
 
 import bisect
+import importlib.util
 from dataclasses import dataclass
 from functools import cache
 from typing import Literal
@@ -323,16 +324,17 @@ def _block(
     mask_cols = (masks == 0).any(1)  # (P + 2, b): key columns with an edge
     ar_b = torch.arange(b, device=dev).view(1, -1, 1)
 
-    qs = _pad_rows(q, Qb * b).reshape(R, b, D)[order_d]  # query blocks in sorted order
+    qblk = _pad_rows(q, Qb * b).reshape(R, b * D)
+    out = torch.zeros(R, b, Dv, dtype=v.dtype, device=dev)
     kflat = _pad_rows(k, Kb * b).reshape(-1, D)
     vflat = _pad_rows(v, Kb * b).reshape(-1, Dv)
     kblk, vblk = kflat.view(-1, b * D), vflat.view(-1, b * Dv)
-    res_sorted = torch.empty(len(order), b, Dv, dtype=v.dtype, device=dev)
     # Work buffers reused by every chunk (fresh large allocations would page-fault each time).
     cap = max(max_entries, b * b * width)
     kbuf = torch.empty(cap // b * D, dtype=k.dtype, device=dev)
     vbuf = torch.empty(cap // b * Dv, dtype=v.dtype, device=dev)
     zbuf = torch.empty(cap, dtype=q.dtype, device=dev)
+    qbuf = torch.empty(max_entries // b * D + b * D, dtype=q.dtype, device=dev)
     wbuf = None
     lo, R_live = 0, len(order)
     while lo < R_live:
@@ -340,6 +342,8 @@ def _block(
         while hi < R_live and (hi - lo + 1) * sorted_counts[hi] * b * b <= max_entries:
             hi += 1
         r, kmax = hi - lo, sorted_counts[hi - 1]
+        rows = order_d[lo:hi]
+        qc = torch.index_select(qblk, 0, rows, out=qbuf[: r * b * D].view(r, -1)).view(r, b, D)
         wh = which[lo:hi, :kmax]
         # Keys some query of the block may attend to; when they are few (a global token's
         # column in an otherwise empty block), only those keys are gathered.
@@ -372,7 +376,7 @@ def _block(
         vg = vg.view(r, S, Dv)
         if normalizer == "softmax":
             res = F.scaled_dot_product_attention(
-                qs[lo:hi].unsqueeze(1),
+                qc.unsqueeze(1),
                 kg.unsqueeze(1),
                 vg.unsqueeze(1),
                 attn_mask=bias.unsqueeze(1),
@@ -380,19 +384,17 @@ def _block(
             ).squeeze(1)
         else:
             if bias.is_contiguous():
-                z = bias.baddbmm_(qs[lo:hi], kg.transpose(1, 2), alpha=scale)
+                z = bias.baddbmm_(qc, kg.transpose(1, 2), alpha=scale)
             else:  # scores laid out row by row for the normalisation
                 if wbuf is None:
                     wbuf = torch.empty(cap, dtype=q.dtype, device=dev)
                 z = wbuf[: r * b * S].view(r, b, S)
-                z = torch.baddbmm(bias, qs[lo:hi], kg.transpose(1, 2), alpha=scale, out=z)
+                z = torch.baddbmm(bias, qc, kg.transpose(1, 2), alpha=scale, out=z)
             res = torch.bmm(_normalize_(z, normalizer, alpha), vg)
         if not all_live:
             res = torch.where(live[lo:hi].unsqueeze(-1), res, 0.0)
-        res_sorted[lo:hi] = res
+        out.index_copy_(0, rows, res)
         lo = hi
-    out = torch.zeros(R, b, Dv, dtype=v.dtype, device=dev)
-    out[order_d] = res_sorted
     return out.view(B, H, Qb * b, Dv)[:, :, :N]
 
 
@@ -449,7 +451,34 @@ def _flex(
 
 
 # -- grouped --------------------------------------------------------------------------------
-def _grouped(q, k, v, graph: Graph, normalizer, alpha, max_pairs: int = 1 << 22) -> Tensor:
+def _xformers_attend(qc, kc, vc, q_seqlen, kv_seqlen, scale) -> Tensor:
+    """Softmax attention of packed groups: query group ``i`` over key group ``i``.
+
+    xformers ``memory_efficient_attention`` with a ``BlockDiagonalMask`` (CUDA only).
+    """
+    import logging
+
+    logging.getLogger("xformers").setLevel(logging.ERROR)
+    import xformers.ops as xops
+    from xformers.ops.fmha.attn_bias import BlockDiagonalMask
+
+    bias = BlockDiagonalMask.from_seqlens(q_seqlen, kv_seqlen)
+    out = xops.memory_efficient_attention(
+        qc[None, :, None], kc[None, :, None], vc[None, :, None], attn_bias=bias, scale=scale
+    )
+    return out[0, :, 0]
+
+
+def _grouped(
+    q, k, v, graph: Graph, normalizer, alpha, max_pairs: int = 1 << 22, attend=None
+) -> Tensor:
+    """Queries and keys sorted by group; each group attends within itself.
+
+    Softmax on CUDA with xformers installed (non-causal) runs every group in one
+    ``memory_efficient_attention`` call over the packed groups (``attend`` overrides that
+    kernel, e.g. for tests); otherwise groups of similar size are padded into batches of about
+    ``max_pairs`` scores.
+    """
     groups = graph.find(Groups)
     if len(graph.parts) != 1 or len(groups) != 1 or groups[0].q_groups.shape[-1] != 1:
         raise NotImplementedError("the grouped path needs a graph of exactly one Groups slot")
@@ -457,8 +486,9 @@ def _grouped(q, k, v, graph: Graph, normalizer, alpha, max_pairs: int = 1 << 22)
     B, H, N, D = q.shape
     M, Dv = k.shape[2], v.shape[-1]
     lengths = graph.lengths if graph.lengths is not None else torch.full((B,), min(N, M))
-    qg = g.q_groups[..., 0].expand(B, H, N).reshape(B * H, N)
-    kg = g.k_groups[..., 0].expand(B, H, M).reshape(B * H, M)
+    # Group bookkeeping on the CPU; index tensors move to the data's device where used.
+    qg = g.q_groups[..., 0].expand(B, H, N).reshape(B * H, N).cpu()
+    kg = g.k_groups[..., 0].expand(B, H, M).reshape(B * H, M).cpu()
     L = lengths.repeat_interleave(H).view(-1, 1)
     qg = torch.where(torch.arange(N).view(1, -1) < L, qg, -1)
     kg = torch.where(torch.arange(M).view(1, -1) < L, kg, -1)
@@ -483,6 +513,31 @@ def _grouped(q, k, v, graph: Graph, normalizer, alpha, max_pairs: int = 1 << 22)
     kflat = k.reshape(B * H * M, D)
     vflat = v.reshape(B * H * M, Dv)
     out = torch.zeros(B * H * N, Dv, dtype=v.dtype, device=v.device)
+    dev = v.device
+    if (
+        attend is None
+        and normalizer == "softmax"
+        and not graph.causal
+        and q.is_cuda
+        and importlib.util.find_spec("xformers") is not None
+    ):
+        attend = _xformers_attend
+    if attend is not None:
+        if graph.causal or normalizer != "softmax":
+            raise NotImplementedError("packed groups take non-causal softmax only")
+        shared = ids[common]
+        qsel = qs[torch.isin(qid[qs], shared)].to(dev)
+        ksel = ks[torch.isin(kid[ks], shared)].to(dev)
+        res = attend(
+            qflat[qsel] * scale,
+            kflat[ksel],
+            vflat[ksel],
+            qcount[common].tolist(),
+            kcount[kpos[common]].tolist(),
+            1.0,
+        )
+        out[qsel] = res.to(out.dtype)
+        return out.view(B, H, N, Dv)
     gi = torch.nonzero(common).squeeze(-1)
     nq = qcount[gi]
     nk = kcount[kpos[gi]]
@@ -513,7 +568,8 @@ def _grouped(q, k, v, graph: Graph, normalizer, alpha, max_pairs: int = 1 << 22)
         allowed = ok_k.unsqueeze(1)  # (g, 1, mk)
         if graph.causal:
             allowed = allowed & ((ki % M).unsqueeze(1) <= (qi % N).unsqueeze(-1))
-        bias = torch.zeros(allowed.shape, dtype=q.dtype, device=q.device)
+        qi, ki, ok_q, allowed = (t.to(dev) for t in (qi, ki, ok_q, allowed))
+        bias = torch.zeros(allowed.shape, dtype=q.dtype, device=dev)
         bias.masked_fill_(~allowed, float("-inf"))
         qc, kc, vc = qflat[qi], kflat[ki], vflat[ki]
         if normalizer == "softmax":
