@@ -470,7 +470,7 @@ def _xformers_attend(qc, kc, vc, q_seqlen, kv_seqlen, scale) -> Tensor:
 
 
 def _grouped(
-    q, k, v, graph: Graph, normalizer, alpha, max_pairs: int = 1 << 22, attend=None
+    q, k, v, graph: Graph, normalizer, alpha, max_pairs: int = 1 << 20, attend=None
 ) -> Tensor:
     """Queries and keys sorted by group; each group attends within itself.
 
