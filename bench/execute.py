@@ -203,7 +203,8 @@ def _rows_with_edges(plan: BlockPlan) -> Tensor:
     b = plan.block_size
     out = plan.full.reshape(-1, Kb).any(-1, keepdim=True).expand(-1, b).clone()
     pid = plan.partial_id.reshape(-1, Kb)
-    r, c = torch.nonzero(pid >= 0, as_tuple=True)
+    # Rows holding a full block are settled; the others look into their partial blocks.
+    r, c = torch.nonzero((pid >= 0) & ~out[:, :1], as_tuple=True)
     if r.numel():
         hits = plan.partial_masks.any(-1)[pid[r, c]].to(torch.int32)  # (n, b)
         count = torch.zeros(out.shape, dtype=torch.int32).index_add_(0, r, hits)
@@ -311,17 +312,17 @@ def _block(
     order_d = order.to(dev)
     live = _rows_with_edges(plan).to(dev)[order_d]
     all_live = bool(live.all())
-    masks = torch.cat(
+    allowed = torch.cat(
         [
-            torch.zeros(P + 1, b, b, dtype=q.dtype).masked_fill_(
-                F.pad(~plan.partial_masks, (0, 0, 0, 0, 0, 1)), float("-inf")
-            ),
-            torch.full((1, b, b), float("-inf"), dtype=q.dtype),
+            plan.partial_masks,
+            torch.ones(1, b, b, dtype=torch.bool),
+            torch.zeros(1, b, b, dtype=torch.bool),
         ]
     ).to(dev)
+    masks = torch.where(allowed, 0.0, torch.tensor(float("-inf"), dtype=q.dtype, device=dev))
     mask_rows = masks.view(-1, b)
-    mask_cols_t = masks.transpose(1, 2).reshape(-1, b)
-    mask_cols = (masks == 0).any(1)  # (P + 2, b): key columns with an edge
+    mask_cols = allowed.any(1)  # (P + 2, b): key columns with an edge
+    mask_cols_t = None  # the transposed masks, built when a chunk first compacts its keys
     ar_b = torch.arange(b, device=dev).view(1, -1, 1)
 
     qblk = _pad_rows(q, Qb * b).reshape(R, b * D)
@@ -358,6 +359,8 @@ def _block(
                 torch.arange(S, device=dev) < cnt.view(-1, 1), wh.gather(1, slot), P + 1
             )
             # Mask columns gathered as rows of the transposed masks: [row, key, query].
+            if mask_cols_t is None:
+                mask_cols_t = masks.transpose(1, 2).reshape(-1, b)
             at = (wk * b + col).view(-1)
             bias = torch.index_select(mask_cols_t, 0, at, out=zbuf[: r * b * S].view(-1, b))
             bias = bias.view(r, S, b).transpose(1, 2)
