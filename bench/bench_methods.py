@@ -33,8 +33,8 @@ class Execute:
     version = "1"
 
     def setup(self, method, n, normalizer):
-        from sparsebench.bench.execute import block_plan
-        from sparsebench.methods import Band, Graph, Groups
+        from sparsebench.bench.execute import auto_path, block_plan
+        from sparsebench.methods import Band, Graph
 
         self.q, self.k, self.v = inputs(n)
         if method == "sdpa":
@@ -48,10 +48,8 @@ class Execute:
             self.graph, self.path, self.plan = Graph((1, 8, n, n), [Band(-n, n)]), "dense", None
             return
         self.graph = fitted(method).predict(self.q, self.k)
-        g = self.graph.find(Groups)
-        grouped = len(self.graph.parts) == 1 and len(g) == 1 and g[0].q_groups.shape[-1] == 1
-        self.path = "grouped" if grouped else "block"
-        self.plan = None if grouped else block_plan(self.graph, 128)
+        self.path = auto_path(self.graph)
+        self.plan = None if self.path == "grouped" else block_plan(self.graph, 128)
 
     def _run(self, normalizer):
         from sparsebench.bench.execute import execute

@@ -34,7 +34,7 @@ from torch import Tensor
 
 from sparsebench.methods import Graph, Groups, attention_logits, attention_probs, check_qk
 
-__all__ = ["BlockPlan", "block_plan", "execute"]
+__all__ = ["BlockPlan", "auto_path", "block_plan", "execute"]
 
 Normalizer = Literal["entmax", "softmax"]
 
@@ -233,6 +233,25 @@ def _normalize_(z: Tensor, normalizer: str, alpha: float) -> Tensor:
     return attention_probs(z, normalizer, alpha)
 
 
+def _attend(q, k, v, bias, normalizer, alpha, scale, scores=None) -> Tensor:
+    """Batched attention of ``q`` ``(g, m, D)`` over ``k``/``v`` ``(g, s, ·)``.
+
+    ``bias`` is additive (``-inf`` = no key), broadcastable to ``(g, m, s)``; ``q·k`` is
+    scaled by ``scale`` (:func:`_score_scale`). Softmax runs the fused SDPA kernel; α-entmax
+    writes the scores into ``scores`` (``bias`` itself to work in place, ``None`` for a new
+    tensor) and normalises them there. Rows with no allowed key are left to the caller.
+    """
+    if normalizer == "softmax":
+        return F.scaled_dot_product_attention(
+            q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1), attn_mask=bias.unsqueeze(1), scale=scale
+        ).squeeze(1)
+    if scores is bias:
+        z = bias.baddbmm_(q, k.transpose(1, 2), alpha=scale)
+    else:
+        z = torch.baddbmm(bias, q, k.transpose(1, 2), alpha=scale, out=scores)
+    return torch.bmm(_normalize_(z, normalizer, alpha), v)
+
+
 def _entmax15_(x: Tensor, k: int = 64) -> Tensor:
     """In place: 1.5-entmax over the last dim of ``x`` = ``(z - max z) / 2`` (``-inf`` = no key).
 
@@ -354,7 +373,8 @@ def _block(
         if S <= compact * kmax * b:
             pos = torch.argsort((~key_ok).to(torch.int8), dim=-1, stable=True)[:, :S]
             slot, col = pos // b, pos % b
-            key = (blocks[lo:hi, :kmax].gather(1, slot) * b + col).view(-1)
+            # Gathered key by key.
+            kx, vx, ix = kflat, vflat, (blocks[lo:hi, :kmax].gather(1, slot) * b + col).view(-1)
             wk = torch.where(
                 torch.arange(S, device=dev) < cnt.view(-1, 1), wh.gather(1, slot), P + 1
             )
@@ -366,34 +386,24 @@ def _block(
             bias = bias.view(r, S, b).transpose(1, 2)
         else:
             S = kmax * b
-            key = None
+            # Whole blocks gathered as rows of b keys (far fewer indices than key by key).
+            kx, vx, ix = kblk, vblk, blocks[lo:hi, :kmax].reshape(-1)
             # Additive mask [row, query, slot·key], gathered in that order (no transposed copy).
             at = (wh.unsqueeze(1) * b + ar_b).view(-1)
             bias = torch.index_select(mask_rows, 0, at, out=zbuf[: r * b * S].view(-1, b))
             bias = bias.view(r, b, S)
-        # Whole blocks are gathered as rows of b keys (far fewer indices than key by key).
-        kx, vx, ix = (kflat, vflat, key) if key is not None else (kblk, vblk, blocks[lo:hi, :kmax])
-        ix = ix.reshape(-1)
         kg = torch.index_select(kx, 0, ix, out=kbuf[: r * S * D].view(len(ix), -1)).view(r, S, D)
         vg = torch.index_select(vx, 0, ix, out=vbuf[: r * S * Dv].view(len(ix), -1))
         vg = vg.view(r, S, Dv)
-        if normalizer == "softmax":
-            res = F.scaled_dot_product_attention(
-                qc.unsqueeze(1),
-                kg.unsqueeze(1),
-                vg.unsqueeze(1),
-                attn_mask=bias.unsqueeze(1),
-                scale=scale,
-            ).squeeze(1)
-        else:
+        scores = None
+        if normalizer != "softmax":
             if bias.is_contiguous():
-                z = bias.baddbmm_(qc, kg.transpose(1, 2), alpha=scale)
+                scores = bias  # in place
             else:  # scores laid out row by row for the normalisation
                 if wbuf is None:
                     wbuf = torch.empty(cap, dtype=q.dtype, device=dev)
-                z = wbuf[: r * b * S].view(r, b, S)
-                z = torch.baddbmm(bias, qc, kg.transpose(1, 2), alpha=scale, out=z)
-            res = torch.bmm(_normalize_(z, normalizer, alpha), vg)
+                scores = wbuf[: r * b * S].view(r, b, S)
+        res = _attend(qc, kg, vg, bias, normalizer, alpha, scale, scores)
         if not all_live:
             res = torch.where(live[lo:hi].unsqueeze(-1), res, 0.0)
         out.index_copy_(0, rows, res)
@@ -482,10 +492,9 @@ def _grouped(
     kernel, e.g. for tests); otherwise groups of similar size are padded into batches of about
     ``max_pairs`` scores.
     """
-    groups = graph.find(Groups)
-    if len(graph.parts) != 1 or len(groups) != 1 or groups[0].q_groups.shape[-1] != 1:
+    if auto_path(graph) != "grouped":
         raise NotImplementedError("the grouped path needs a graph of exactly one Groups slot")
-    g = groups[0]
+    g = graph.parts[0]
     B, H, N, D = q.shape
     M, Dv = k.shape[2], v.shape[-1]
     lengths = graph.lengths if graph.lengths is not None else torch.full((B,), min(N, M))
@@ -574,22 +583,22 @@ def _grouped(
         qi, ki, ok_q, allowed = (t.to(dev) for t in (qi, ki, ok_q, allowed))
         bias = torch.zeros(allowed.shape, dtype=q.dtype, device=dev)
         bias.masked_fill_(~allowed, float("-inf"))
-        qc, kc, vc = qflat[qi], kflat[ki], vflat[ki]
-        if normalizer == "softmax":
-            res = F.scaled_dot_product_attention(
-                qc.unsqueeze(1),
-                kc.unsqueeze(1),
-                vc.unsqueeze(1),
-                attn_mask=bias.unsqueeze(1),
-                scale=scale,
-            ).squeeze(1)
-        else:
-            z = torch.baddbmm(bias, qc, kc.transpose(1, 2), alpha=scale)
-            res = torch.bmm(_normalize_(z, normalizer, alpha), vc)  # (g, mq, Dv)
+        res = _attend(qflat[qi], kflat[ki], vflat[ki], bias, normalizer, alpha, scale)
         if graph.causal:  # a query with no allowed key outputs zeros
             res = torch.where(allowed.any(-1, keepdim=True), res, 0.0)
         out[qi[ok_q]] = res[ok_q]
     return out.view(B, H, N, Dv)
+
+
+def auto_path(graph: Graph) -> Literal["grouped", "block"]:
+    """The path ``execute(..., path="auto")`` takes for ``graph``.
+
+    ``grouped`` for a graph that is one slot of :class:`~sparsebench.methods.Groups`, else
+    ``block``.
+    """
+    g = graph.find(Groups)
+    one_slot = len(graph.parts) == 1 and len(g) == 1 and g[0].q_groups.shape[-1] == 1
+    return "grouped" if one_slot else "block"
 
 
 def execute(
@@ -626,9 +635,7 @@ def execute(
     if graph.shape != (*q.shape[:3], k.shape[2]):
         raise ValueError(f"graph shape {graph.shape} does not match q/k {tuple(q.shape)}")
     if path == "auto":
-        g = graph.find(Groups)
-        one_slot = len(graph.parts) == 1 and len(g) == 1 and g[0].q_groups.shape[-1] == 1
-        path = "grouped" if one_slot else "block"
+        path = auto_path(graph)
     with torch.no_grad():
         if path == "dense":
             return _dense(q, k, v, graph, normalizer, alpha)

@@ -121,7 +121,7 @@ def _status_mb(field: str) -> float:
 def run_case(case: dict[str, Any]) -> dict[str, Any]:
     """Measure one case in this process (use :func:`measure_case` for memory figures)."""
     from sparsebench import methods
-    from sparsebench.bench.execute import block_plan, execute
+    from sparsebench.bench.execute import auto_path, block_plan, execute
     from sparsebench.methods import Band, Graph
 
     device = case.get("device", "cpu")
@@ -188,11 +188,8 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
 
     with torch.no_grad():
         graph = m.predict(q, k)
-        groups = graph.find(methods.Groups)
-        one_slot = len(graph.parts) == 1 and len(groups) == 1 and groups[0].q_groups.shape[-1] == 1
-        if path == "auto":  # record the path that runs
-            rec["path"] = "grouped" if one_slot else "block"
-        uses_layout = path in ("block", "flex") or (path == "auto" and not one_slot)
+        rec["path"] = auto_path(graph) if path == "auto" else path  # the path that runs
+        uses_layout = rec["path"] in ("block", "flex")
         plan = block_plan(graph, bs) if uses_layout else None
         if memory_only:
             end_to_end()  # warm (compiles FlexAttention)
