@@ -8,8 +8,10 @@
   block, the key blocks holding an edge, split into *full* blocks (every pair an edge) and
   *partial* ones (a per-block bit mask). The kept key blocks of a query block are gathered and
   normalised over the kept entries only, so α-entmax thresholds are found on those entries.
-  Query blocks are processed in groups of similar kept-block counts, so a few dense rows (global
-  tokens) do not inflate the work of the others.
+  Query blocks are processed in groups of similar kept-block counts; key columns are gathered
+  in units of 16, so a block holding only a global token's column costs one unit; the few
+  queries that would widen their block to many more key blocks than its other rows (a global
+  token's row) are taken out and attended row by row.
 * ``"flex"`` — softmax only: the same block layout fed to FlexAttention
   (``BlockMask.from_kv_blocks``), compiled once per process.
 * ``"grouped"`` — for graphs that are one set of groups (buckets or clusters: one slot of a
@@ -197,8 +199,11 @@ def _any_all(edges: Tensor, b: int, Kb: int) -> tuple[Tensor, Tensor]:
     return anyb, allb
 
 
-def _rows_with_edges(plan: BlockPlan) -> Tensor:
-    """``(B * H * Qb, b)`` bool: query rows with at least one allowed key."""
+def _rows_with_edges(plan: BlockPlan, row_hits: Tensor) -> Tensor:
+    """``(B * H * Qb, b)`` bool: query rows with at least one allowed key.
+
+    ``row_hits``: ``plan.partial_masks.any(-1)``.
+    """
     B, H, Qb, Kb = plan.kept.shape
     b = plan.block_size
     out = plan.full.reshape(-1, Kb).any(-1, keepdim=True).expand(-1, b).clone()
@@ -206,10 +211,100 @@ def _rows_with_edges(plan: BlockPlan) -> Tensor:
     # Rows holding a full block are settled; the others look into their partial blocks.
     r, c = torch.nonzero((pid >= 0) & ~out[:, :1], as_tuple=True)
     if r.numel():
-        hits = plan.partial_masks.any(-1)[pid[r, c]].to(torch.int32)  # (n, b)
+        hits = row_hits[pid[r, c]].to(torch.int32)  # (n, b)
         count = torch.zeros(out.shape, dtype=torch.int32).index_add_(0, r, hits)
         out |= count > 0
     return out
+
+
+@dataclass
+class _Heavy:
+    """Query rows taken out of their block (see :func:`_split_heavy`)."""
+
+    row: Tensor  # (h,) flat query row in ``(B * H * Qb * b)``
+    bh: Tensor  # (h,) sequence-head of each row
+    mask: Tensor  # (h, Kb * b) bool allowed keys of each row
+
+
+def _split_heavy(
+    plan: BlockPlan, row_hits: Tensor, ratio: int = 4
+) -> tuple[BlockPlan, _Heavy | None]:
+    """Take the few queries that widen their block (global tokens' rows) out of it.
+
+    A query block keeping more than ``ratio`` times the median number of key blocks is split
+    when at most a quarter of its rows need more than ``ratio`` times that block's median row
+    count, and the other rows need at most ``1/ratio`` of its key blocks: the block then keeps
+    only the blocks of its light rows, and the heavy rows are attended on their own, row by row.
+    (The heavy rows are still computed in the block, over part of their keys, and overwritten.)
+    """
+    B, H, Qb, Kb = plan.kept.shape
+    b, R = plan.block_size, B * H * Qb
+    kept = plan.kept.reshape(R, Kb)
+    counts = kept.sum(-1)
+    live = counts[counts > 0]
+    if live.numel() == 0:
+        return plan, None
+    cand = torch.nonzero(counts > ratio * max(int(live.median()), 1)).squeeze(-1)
+    if cand.numel() == 0:
+        return plan, None
+    # Edges per (candidate block, kept key block, query row).
+    full = plan.full.reshape(R, Kb)[cand]
+    pid = plan.partial_id.reshape(R, Kb)[cand]
+    hits = row_hits[pid.clamp(min=0)]  # (c, Kb, b)
+    hits = (hits & (pid >= 0).unsqueeze(-1)) | full.unsqueeze(-1)
+    per_row = hits.sum(1)  # (c, b) key blocks per query row
+    # Lower median over the rows with an edge.
+    srt = per_row.masked_fill(per_row == 0, Kb + 1).sort(-1).values
+    mid = ((per_row > 0).sum(-1, keepdim=True) - 1).clamp(min=0) // 2
+    heavy = per_row > ratio * srt.gather(1, mid).clamp(min=1)
+    light_kept = (hits & ~heavy.unsqueeze(1)).any(-1)  # (c, Kb)
+    split = heavy.any(-1) & (heavy.sum(-1) <= b // 4) & (light_kept.sum(-1) * ratio <= counts[cand])
+    if not split.any():
+        return plan, None
+    cand, light_kept, heavy, hits = cand[split], light_kept[split], heavy[split], hits[split]
+    full, pid = full[split], pid[split]
+    # The heavy rows' key masks.
+    c, r = torch.nonzero(heavy, as_tuple=True)
+    pm = plan.partial_masks[pid[c].clamp(min=0), r.unsqueeze(-1)]  # (h, Kb, b)
+    mask = torch.where(full[c].unsqueeze(-1), True, pm & (pid[c] >= 0).unsqueeze(-1))
+    rows = cand[c] * b + r
+    heavy_rows = _Heavy(rows, cand[c] // Qb, mask.reshape(len(rows), Kb * b))
+    kept = kept.clone()
+    kept[cand] = light_kept
+    shape = plan.kept.shape
+    kept = kept.view(shape)
+    light = BlockPlan(
+        b,
+        kept,
+        plan.full & kept,
+        torch.where(kept, plan.partial_id, -1),
+        plan.partial_masks,
+    )
+    return light, heavy_rows
+
+
+def _heavy_attend(
+    q, kflat, vflat, heavy: _Heavy, out, normalizer, alpha, scale, max_entries: int
+) -> None:
+    """Attention of the heavy rows over their own keys, written into ``out`` ``(rows, Dv)``."""
+    D, Dv = q.shape[-1], vflat.shape[-1]
+    S = heavy.mask.shape[1]
+    qrows = q.reshape(-1, D)
+    keys, vals = kflat.view(-1, S, D), vflat.view(-1, S, Dv)
+    Np = out.shape[0] // keys.shape[0]  # padded rows per sequence-head
+    dev = out.device
+    step = max(1, max_entries // S)
+    for bh in torch.unique(heavy.bh).tolist():
+        sel = torch.nonzero(heavy.bh == bh).squeeze(-1)
+        for s in range(0, len(sel), step):
+            idx = sel[s : s + step]
+            rows = heavy.row[idx].to(dev)
+            qi = qrows[bh * q.shape[2] + rows % Np]
+            bias = torch.zeros(len(idx), S, dtype=q.dtype, device=dev)
+            bias.masked_fill_(~heavy.mask[idx].to(dev), float("-inf"))
+            z = bias[None]
+            res = _attend(qi[None], keys[bh][None], vals[bh][None], z, normalizer, alpha, scale, z)
+            out.index_copy_(0, rows, res[0])
 
 
 def _pad_rows(x: Tensor, rows: int) -> Tensor:
@@ -294,14 +389,15 @@ def _block(
     block_size: int,
     plan: BlockPlan | None = None,
     max_entries: int = 1 << 20,
-    compact: float = 0.5,
 ) -> Tensor:
     """Each query block attends over its gathered kept key blocks.
 
     Query blocks are sorted by kept-block count and run in chunks of about ``max_entries``
-    scores, so a few dense rows (global tokens) do not widen the others.
+    scores; heavy rows are split off first (:func:`_split_heavy`).
     """
     plan = plan or block_plan(graph, block_size)
+    row_hits = plan.partial_masks.any(-1)  # (P, b) queries with an edge in each partial block
+    plan, heavy = _split_heavy(plan, row_hits)
     b = plan.block_size
     B, H, N, D = q.shape
     Dv = v.shape[-1]
@@ -329,7 +425,7 @@ def _block(
     which = torch.where(torch.arange(width) < counts[order].view(-1, 1), which, P + 1).to(dev)
     blocks = (order // Qb * Kb).view(-1, 1).add(idx).to(dev)  # flat key-block ids
     order_d = order.to(dev)
-    live = _rows_with_edges(plan).to(dev)[order_d]
+    live = _rows_with_edges(plan, row_hits).to(dev)[order_d]
     all_live = bool(live.all())
     allowed = torch.cat(
         [
@@ -339,10 +435,14 @@ def _block(
         ]
     ).to(dev)
     masks = torch.where(allowed, 0.0, torch.tensor(float("-inf"), dtype=q.dtype, device=dev))
-    mask_rows = masks.view(-1, b)
-    mask_cols = allowed.any(1)  # (P + 2, b): key columns with an edge
-    mask_cols_t = None  # the transposed masks, built when a chunk first compacts its keys
+    # Key columns are kept in units of ``u`` (a block's unit with no edge for any of its
+    # queries is dropped: a global token's column costs a unit, not a block).
+    u = 16 if b % 16 == 0 and b > 16 else b
+    nu = b // u
+    mask_units = masks.view(-1, u)  # row (w * b + query) * nu + unit
+    unit_live = allowed.any(1).view(-1, nu, u).any(-1)  # (P + 2, nu)
     ar_b = torch.arange(b, device=dev).view(1, -1, 1)
+    ar_u = torch.arange(u, device=dev)
 
     qblk = _pad_rows(q, Qb * b).reshape(R, b * D)
     out = torch.zeros(R, b, Dv, dtype=v.dtype, device=dev)
@@ -355,7 +455,6 @@ def _block(
     vbuf = torch.empty(cap // b * Dv, dtype=v.dtype, device=dev)
     zbuf = torch.empty(cap, dtype=q.dtype, device=dev)
     qbuf = torch.empty(max_entries // b * D + b * D, dtype=q.dtype, device=dev)
-    wbuf = None
     lo, R_live = 0, len(order)
     while lo < R_live:
         hi = lo + 1
@@ -365,49 +464,39 @@ def _block(
         rows = order_d[lo:hi]
         qc = torch.index_select(qblk, 0, rows, out=qbuf[: r * b * D].view(r, -1)).view(r, b, D)
         wh = which[lo:hi, :kmax]
-        # Keys some query of the block may attend to; when they are few (a global token's
-        # column in an otherwise empty block), only those keys are gathered.
-        key_ok = mask_cols[wh].view(r, kmax * b)
-        cnt = key_ok.sum(-1)
-        S = int(cnt.max())
-        if S <= compact * kmax * b:
-            pos = torch.argsort((~key_ok).to(torch.int8), dim=-1, stable=True)[:, :S]
-            slot, col = pos // b, pos % b
-            # Gathered key by key.
-            kx, vx, ix = kflat, vflat, (blocks[lo:hi, :kmax].gather(1, slot) * b + col).view(-1)
-            wk = torch.where(
-                torch.arange(S, device=dev) < cnt.view(-1, 1), wh.gather(1, slot), P + 1
-            )
-            # Mask columns gathered as rows of the transposed masks: [row, key, query].
-            if mask_cols_t is None:
-                mask_cols_t = masks.transpose(1, 2).reshape(-1, b)
-            at = (wk * b + col).view(-1)
-            bias = torch.index_select(mask_cols_t, 0, at, out=zbuf[: r * b * S].view(-1, b))
-            bias = bias.view(r, S, b).transpose(1, 2)
+        blk = blocks[lo:hi, :kmax]
+        ok = unit_live[wh].view(r, kmax * nu)
+        cnt = ok.sum(-1)
+        U = int(cnt.max())
+        if u < b and U * u <= 0.85 * kmax * b:
+            # Live units only, key by key; each query's mask row gathered unit by unit.
+            pos = torch.argsort((~ok).to(torch.int8), dim=-1, stable=True)[:, :U]
+            slot, unit = pos // nu, pos % nu
+            pad = torch.arange(U, device=dev) >= cnt.view(-1, 1)
+            wk = wh.gather(1, slot).masked_fill_(pad, P + 1)
+            kx, vx = kflat, vflat
+            ix = ((blk.gather(1, slot) * b + unit * u).unsqueeze(-1) + ar_u).view(-1)
+            at = ((wk.unsqueeze(1) * b + ar_b) * nu + unit.unsqueeze(1)).view(-1)
+            S = U * u
+            bias = torch.index_select(mask_units, 0, at, out=zbuf[: r * b * S].view(-1, u))
         else:
-            S = kmax * b
             # Whole blocks gathered as rows of b keys (far fewer indices than key by key).
-            kx, vx, ix = kblk, vblk, blocks[lo:hi, :kmax].reshape(-1)
-            # Additive mask [row, query, slot·key], gathered in that order (no transposed copy).
+            kx, vx, ix = kblk, vblk, blk.reshape(-1)
             at = (wh.unsqueeze(1) * b + ar_b).view(-1)
-            bias = torch.index_select(mask_rows, 0, at, out=zbuf[: r * b * S].view(-1, b))
-            bias = bias.view(r, b, S)
+            S = kmax * b
+            bias = torch.index_select(masks.view(-1, b), 0, at, out=zbuf[: r * b * S].view(-1, b))
+        bias = bias.view(r, b, S)  # additive mask [row, query, key]
         kg = torch.index_select(kx, 0, ix, out=kbuf[: r * S * D].view(len(ix), -1)).view(r, S, D)
         vg = torch.index_select(vx, 0, ix, out=vbuf[: r * S * Dv].view(len(ix), -1))
         vg = vg.view(r, S, Dv)
-        scores = None
-        if normalizer != "softmax":
-            if bias.is_contiguous():
-                scores = bias  # in place
-            else:  # scores laid out row by row for the normalisation
-                if wbuf is None:
-                    wbuf = torch.empty(cap, dtype=q.dtype, device=dev)
-                scores = wbuf[: r * b * S].view(r, b, S)
-        res = _attend(qc, kg, vg, bias, normalizer, alpha, scale, scores)
+        res = _attend(qc, kg, vg, bias, normalizer, alpha, scale, scores=bias)
         if not all_live:
             res = torch.where(live[lo:hi].unsqueeze(-1), res, 0.0)
         out.index_copy_(0, rows, res)
         lo = hi
+    if heavy is not None:
+        out_rows = out.view(R * b, Dv)
+        _heavy_attend(q, kflat, vflat, heavy, out_rows, normalizer, alpha, scale, max_entries)
     return out.view(B, H, Qb * b, Dv)[:, :, :N]
 
 

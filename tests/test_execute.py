@@ -201,3 +201,34 @@ def test_packed_groups_for_xformers_match_dense():
     out = _grouped(q, k, v, graph, "softmax", 1.5, attend=attend)
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
     assert len(seen) == 1 and len(seen[0][0]) > 4
+
+
+@pytest.mark.parametrize("normalizer", ["entmax", "softmax"])
+@pytest.mark.parametrize("causal", [False, True])
+def test_global_rows_split_off_and_columns_kept_by_unit(normalizer, causal):
+    """A global token's row is attended on its own; its column costs a unit of keys, not a block.
+
+    Both give the dense result, with padding and causality.
+    """
+    from sparsebench.bench.execute import _split_heavy
+
+    N = 400
+    q, k, v = data(N=N)
+    pos = torch.tensor([[0, 150], [7, -1]])
+    lengths = torch.tensor([400, 170])
+    graph = Graph((2, 2, N, N), [Band(-20, 20), Globals(pos)], lengths=lengths, causal=causal)
+    plan = block_plan(graph, 16)
+    light, heavy = _split_heavy(plan, plan.partial_masks.any(-1))
+    if not causal:
+        # Sequence 0's global rows need all 25 key blocks, their neighbours 4: split off. In
+        # sequence 1 (11 blocks) a global row is too close to the others to be worth it.
+        got = {(int(bh), int(r) % 400) for bh, r in zip(heavy.bh, heavy.row, strict=True)}
+        assert got == {(0, 0), (0, 150), (1, 0), (1, 150)}
+        assert light.kept.sum() < plan.kept.sum()
+        assert heavy.mask.sum(-1).tolist() == [400] * 4
+    ref = execute(q, k, v, graph, normalizer=normalizer, path="dense")
+    for b in (16, 64):
+        out = execute(q, k, v, graph, normalizer=normalizer, path="block", block_size=b)
+        # 400-key rows: fp32 sums in another order differ by a few 1e-6.
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5, msg=f"b={b}")
+        assert float((out - ref).norm() / ref.norm()) <= 1e-5
