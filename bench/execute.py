@@ -613,7 +613,8 @@ def _grouped(
     qflat = q.reshape(B * H * N, D)
     kflat = k.reshape(B * H * M, D)
     vflat = v.reshape(B * H * M, Dv)
-    out = torch.zeros(B * H * N, Dv, dtype=v.dtype, device=v.device)
+    # One scratch row past the end takes the outputs of padded queries.
+    out = torch.zeros(B * H * N + 1, Dv, dtype=v.dtype, device=v.device)
     dev = v.device
     if (
         attend is None
@@ -638,7 +639,7 @@ def _grouped(
             1.0,
         )
         out[qsel] = res.to(out.dtype)
-        return out.view(B, H, N, Dv)
+        return out[:-1].view(B, H, N, Dv)
     gi = torch.nonzero(common).squeeze(-1)
     nq = qcount[gi]
     nk = kcount[kpos[gi]]
@@ -669,14 +670,19 @@ def _grouped(
         allowed = ok_k.unsqueeze(1)  # (g, 1, mk)
         if graph.causal:
             allowed = allowed & ((ki % M).unsqueeze(1) <= (qi % N).unsqueeze(-1))
-        qi, ki, ok_q, allowed = (t.to(dev) for t in (qi, ki, ok_q, allowed))
+        qi = torch.where(ok_q, qi, B * H * N)  # padded queries write the scratch row
+        qi, ki, allowed = (t.to(dev) for t in (qi, ki, allowed))
         bias = torch.zeros(allowed.shape, dtype=q.dtype, device=dev)
         bias.masked_fill_(~allowed, float("-inf"))
-        res = _attend(qflat[qi], kflat[ki], vflat[ki], bias, normalizer, alpha, scale)
+        g = len(chunk)
+        qc = torch.index_select(qflat, 0, qi.view(-1).clamp(max=B * H * N - 1)).view(g, mq, D)
+        kc = torch.index_select(kflat, 0, ki.view(-1)).view(g, mk, D)
+        vc = torch.index_select(vflat, 0, ki.view(-1)).view(g, mk, Dv)
+        res = _attend(qc, kc, vc, bias, normalizer, alpha, scale)
         if graph.causal:  # a query with no allowed key outputs zeros
             res = torch.where(allowed.any(-1, keepdim=True), res, 0.0)
-        out[qi[ok_q]] = res[ok_q]
-    return out.view(B, H, N, Dv)
+        out.index_copy_(0, qi.view(-1), res.reshape(-1, Dv))
+    return out[:-1].view(B, H, N, Dv)
 
 
 def auto_path(graph: Graph) -> Literal["grouped", "block"]:
