@@ -82,14 +82,19 @@ def block_plan(graph: Graph, block_size: int = 128) -> BlockPlan:
 
     Graphs whose parts all describe their blocks (bands, global tokens: see
     :meth:`~sparsebench.methods.Part.block_candidates`) are laid out from the structure: only the
-    candidate blocks are drawn, never a row slab. Other graphs are laid out a slab of query
-    blocks at a time. Structure shared by every head or sequence is laid out once and
-    broadcast, and heads that share a partial block share its mask.
+    candidate blocks are drawn, never a row slab, and partial blocks with the same edges share
+    one mask. Other graphs are laid out a slab of query blocks at a time. Structure shared by
+    every head or sequence is laid out once and broadcast, and heads that share a partial block
+    share its mask.
     """
     B, H, N, M = graph.shape
     Qb, Kb = -(-N // block_size), -(-M // block_size)
-    parts = _structural_plan(graph, block_size) or _slab_plan(graph, block_size)
-    kept, full, pid, pm = parts
+    parts = _structural_plan(graph, block_size)
+    if parts is not None:  # bands and global tokens repeat the same few partial blocks
+        kept, full, pid, pm = parts
+        pid, pm = _shared_masks(pid, pm)
+    else:
+        kept, full, pid, pm = _slab_plan(graph, block_size)
 
     def spread(t: Tensor) -> Tensor:
         return t.expand(B, H, Qb, Kb).contiguous()
@@ -154,6 +159,29 @@ def _structural_plan(graph: Graph, b: int, max_blocks: int = 4096):
     pid = _numbered(kept & ~full, 0)
     pm = torch.cat(masks) if masks else torch.zeros(0, b, b, dtype=torch.bool)
     return kept, full, pid, pm
+
+
+def _shared_masks(pid: Tensor, pm: Tensor) -> tuple[Tensor, Tensor]:
+    """One mask per distinct partial block: ``pid`` renumbered into the deduplicated ``pm``."""
+    P, b, _ = pm.shape
+    if P < 2 or (b * b) % 8:
+        return pid, pm
+    words = pm.reshape(P, -1).view(torch.int64)  # eight edges per word
+    # Group by a hash of the words, then check the groups are exact (else sort the words).
+    mult = torch.randint(1, 2**62, (words.shape[1],), generator=torch.Generator().manual_seed(0))
+    _, inv = torch.unique((words * (mult | 1)).sum(-1), return_inverse=True)
+    first = _first_of(inv)
+    if not torch.equal(words, words[first[inv]]):
+        _, inv = torch.unique(words, dim=0, return_inverse=True)
+        first = _first_of(inv)
+    return torch.where(pid >= 0, inv[pid.clamp(min=0)], -1), pm[first]
+
+
+def _first_of(inv: Tensor) -> Tensor:
+    """For group ids ``inv`` ``(P,)``, the first position of each group."""
+    P = len(inv)
+    first = torch.full((int(inv.max()) + 1,), P)
+    return first.scatter_reduce_(0, inv, torch.arange(P), "amin")
 
 
 def _slab_plan(graph: Graph, b: int):
@@ -286,25 +314,41 @@ def _split_heavy(
 def _heavy_attend(
     q, kflat, vflat, heavy: _Heavy, out, normalizer, alpha, scale, max_entries: int
 ) -> None:
-    """Attention of the heavy rows over their own keys, written into ``out`` ``(rows, Dv)``."""
+    """Attention of the heavy rows over their own keys, written into ``out`` ``(rows, Dv)``.
+
+    The rows of many sequence-heads run in one batched call (rows padded to the most any
+    sequence-head has), so the kernel spreads over threads.
+    """
     D, Dv = q.shape[-1], vflat.shape[-1]
     S = heavy.mask.shape[1]
-    qrows = q.reshape(-1, D)
     keys, vals = kflat.view(-1, S, D), vflat.view(-1, S, Dv)
-    Np = out.shape[0] // keys.shape[0]  # padded rows per sequence-head
+    Np = out.shape[0] // keys.shape[0]  # padded query rows per sequence-head
     dev = out.device
-    step = max(1, max_entries // S)
-    for bh in torch.unique(heavy.bh).tolist():
-        sel = torch.nonzero(heavy.bh == bh).squeeze(-1)
-        for s in range(0, len(sel), step):
-            idx = sel[s : s + step]
-            rows = heavy.row[idx].to(dev)
-            qi = qrows[bh * q.shape[2] + rows % Np]
-            bias = torch.zeros(len(idx), S, dtype=q.dtype, device=dev)
-            bias.masked_fill_(~heavy.mask[idx].to(dev), float("-inf"))
-            z = bias[None]
-            res = _attend(qi[None], keys[bh][None], vals[bh][None], z, normalizer, alpha, scale, z)
-            out.index_copy_(0, rows, res[0])
+    ubh, counts = torch.unique_consecutive(heavy.bh, return_counts=True)  # rows come bh-major
+    ends = torch.cumsum(counts, 0).tolist()
+    rank = torch.arange(len(heavy.bh)) - (torch.cumsum(counts, 0) - counts).repeat_interleave(
+        counts
+    )
+    hmax = int(counts.max())
+    per = max(1, max_entries // (hmax * S))
+    for a in range(0, len(ubh), per):
+        gb = ubh[a : a + per]
+        nb, lo, hi = len(gb), (ends[a - 1] if a else 0), ends[a + len(gb) - 1]
+        slot = torch.arange(nb).repeat_interleave(counts[a : a + nb]) * hmax + rank[lo:hi]
+        rows = heavy.row[lo:hi]
+        pos = torch.full((nb * hmax,), -1, dtype=torch.long).index_copy_(0, slot, rows)
+        # Padding rows attend over every key and are dropped.
+        qpos = gb.repeat_interleave(hmax) * q.shape[2] + (pos % Np).clamp(max=q.shape[2] - 1)
+        qb = q.reshape(-1, D)[qpos.to(dev)].view(nb, hmax, D)
+        allowed = torch.ones(nb * hmax, S, dtype=torch.bool).index_copy_(0, slot, heavy.mask[lo:hi])
+        bias = torch.zeros(nb, hmax, S, dtype=q.dtype, device=dev)
+        bias.masked_fill_(~allowed.view(nb, hmax, S).to(dev), float("-inf"))
+        if int(gb[-1] - gb[0]) == nb - 1:  # consecutive sequence-heads: no copy
+            kb, vb = keys[int(gb[0]) : int(gb[0]) + nb], vals[int(gb[0]) : int(gb[0]) + nb]
+        else:
+            kb, vb = keys[gb.to(dev)], vals[gb.to(dev)]
+        res = _attend(qb, kb, vb, bias, normalizer, alpha, scale, bias)
+        out.index_copy_(0, rows.to(dev), res.view(nb * hmax, Dv)[slot.to(dev)])
 
 
 def _pad_rows(x: Tensor, rows: int) -> Tensor:
@@ -415,6 +459,7 @@ def _block(
     start = bisect.bisect_right(sorted_counts, 0)  # rows with no kept block stay zero
     if start == R:
         return torch.zeros(B, H, N, Dv, dtype=v.dtype, device=dev)
+    empty_rows = order[:start]
     order = order[start:]
     sorted_counts = sorted_counts[start:]
     width = sorted_counts[-1]
@@ -445,7 +490,9 @@ def _block(
     ar_u = torch.arange(u, device=dev)
 
     qblk = _pad_rows(q, Qb * b).reshape(R, b * D)
-    out = torch.zeros(R, b, Dv, dtype=v.dtype, device=dev)
+    out = torch.empty(R, b, Dv, dtype=v.dtype, device=dev)
+    if start:  # query blocks with no kept block
+        out[empty_rows.to(dev)] = 0.0
     kflat = _pad_rows(k, Kb * b).reshape(-1, D)
     vflat = _pad_rows(v, Kb * b).reshape(-1, Dv)
     kblk, vblk = kflat.view(-1, b * D), vflat.view(-1, b * Dv)

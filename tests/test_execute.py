@@ -89,7 +89,14 @@ def test_block_plan_full_and_partial():
     assert not plan.full.any()  # every kept block misses some pair of the band
     full = block_plan(Graph((1, 1, 8, 8), [Band(-8, 8)]), 4)
     assert full.full.all() and full.partial_masks.shape[0] == 0
-    assert plan.partial_masks.shape == (4, 4, 4)
+    # The two diagonal blocks have the same edges and share one mask: three masks in all.
+    assert plan.partial_masks.shape == (3, 4, 4)
+    pid = plan.partial_id[0, 0]
+    assert pid[0, 0] == pid[1, 1] and len({int(pid[0, 0]), int(pid[0, 1]), int(pid[1, 0])}) == 3
+    for qb in range(2):
+        for kb in range(2):
+            want = (torch.arange(4).view(-1, 1) + 4 * qb - torch.arange(4) - 4 * kb).abs() <= 1
+            assert torch.equal(plan.partial_masks[pid[qb, kb]], want)
 
 
 def test_flex_softmax_matches_dense_eager():
