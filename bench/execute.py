@@ -62,7 +62,8 @@ class BlockPlan:
         kept: ``(B, H, Qb, Kb)`` bool, key blocks with at least one edge.
         full: ``(B, H, Qb, Kb)`` bool, key blocks whose every pair is an edge.
         partial_id: ``(B, H, Qb, Kb)`` int64 index into ``partial_masks`` (-1 if not partial).
-        partial_masks: ``(P, b, b)`` bool edges inside each partial block.
+        partial_masks: ``(P, b, b)`` bool edges inside partial blocks (blocks with the same
+            edges may share one mask).
     """
 
     block_size: int
