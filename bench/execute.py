@@ -290,7 +290,7 @@ def _split_heavy(
     split = heavy.any(-1) & (heavy.sum(-1) <= b // 4) & (light_kept.sum(-1) * ratio <= counts[cand])
     if not split.any():
         return plan, None
-    cand, light_kept, heavy, hits = cand[split], light_kept[split], heavy[split], hits[split]
+    cand, light_kept, heavy = cand[split], light_kept[split], heavy[split]
     full, pid = full[split], pid[split]
     # The heavy rows' key masks.
     c, r = torch.nonzero(heavy, as_tuple=True)
@@ -300,8 +300,7 @@ def _split_heavy(
     heavy_rows = _Heavy(rows, cand[c] // Qb, mask.reshape(len(rows), Kb * b))
     kept = kept.clone()
     kept[cand] = light_kept
-    shape = plan.kept.shape
-    kept = kept.view(shape)
+    kept = kept.view(plan.kept.shape)
     light = BlockPlan(
         b,
         kept,
@@ -326,10 +325,9 @@ def _heavy_attend(
     Np = out.shape[0] // keys.shape[0]  # padded query rows per sequence-head
     dev = out.device
     ubh, counts = torch.unique_consecutive(heavy.bh, return_counts=True)  # rows come bh-major
-    ends = torch.cumsum(counts, 0).tolist()
-    rank = torch.arange(len(heavy.bh)) - (torch.cumsum(counts, 0) - counts).repeat_interleave(
-        counts
-    )
+    csum = torch.cumsum(counts, 0)
+    ends = csum.tolist()
+    rank = torch.arange(len(heavy.bh)) - (csum - counts).repeat_interleave(counts)  # within bh
     hmax = int(counts.max())
     per = max(1, max_entries // (hmax * S))
     for a in range(0, len(ubh), per):
@@ -718,18 +716,18 @@ def _grouped(
         allowed = ok_k.unsqueeze(1)  # (g, 1, mk)
         if graph.causal:
             allowed = allowed & ((ki % M).unsqueeze(1) <= (qi % N).unsqueeze(-1))
-        qi = torch.where(ok_q, qi, B * H * N)  # padded queries write the scratch row
-        qi, ki, allowed = (t.to(dev) for t in (qi, ki, allowed))
+        dst = torch.where(ok_q, qi, B * H * N)  # padded queries write the scratch row
+        qi, ki, dst, allowed = (t.to(dev) for t in (qi, ki, dst, allowed))
         bias = torch.zeros(allowed.shape, dtype=q.dtype, device=dev)
         bias.masked_fill_(~allowed, float("-inf"))
         g = len(chunk)
-        qc = torch.index_select(qflat, 0, qi.view(-1).clamp(max=B * H * N - 1)).view(g, mq, D)
+        qc = torch.index_select(qflat, 0, qi.view(-1)).view(g, mq, D)
         kc = torch.index_select(kflat, 0, ki.view(-1)).view(g, mk, D)
         vc = torch.index_select(vflat, 0, ki.view(-1)).view(g, mk, Dv)
         res = _attend(qc, kc, vc, bias, normalizer, alpha, scale)
         if graph.causal:  # a query with no allowed key outputs zeros
             res = torch.where(allowed.any(-1, keepdim=True), res, 0.0)
-        out.index_copy_(0, qi.view(-1), res.reshape(-1, Dv))
+        out.index_copy_(0, dst.view(-1), res.reshape(-1, Dv))
     return out[:-1].view(B, H, N, Dv)
 
 
