@@ -20,7 +20,19 @@ registers its classes on import).
 from __future__ import annotations
 
 from ._base import Composable, Grid, Method, Tags, check_qk, predict_time, window_band
-from ._registry import ENTRY_POINT_GROUP, UnknownNameError, create, get, names, register
+from ._masks import as_lengths, real_tokens, valid_pairs
+from ._registry import (
+    ENTRY_POINT_GROUP,
+    SpecError,
+    UnknownNameError,
+    check_params,
+    create,
+    from_spec,
+    get,
+    names,
+    parse_spec,
+    register,
+)
 from .gold import attention_logits, attention_probs, gold_graph
 from .graph import Band, BlockLayout, DenseMask, Globals, Graph, Groups, Part, RowIndex
 
@@ -37,17 +49,24 @@ __all__ = [
     "Method",
     "Part",
     "RowIndex",
+    "SpecError",
     "Tags",
     "UnknownNameError",
+    "as_lengths",
     "attention_logits",
     "attention_probs",
+    "check_params",
     "check_qk",
     "create",
+    "from_spec",
     "get",
     "gold_graph",
     "names",
+    "parse_spec",
     "predict_time",
+    "real_tokens",
     "register",
+    "valid_pairs",
     "window_band",
 ]
 

@@ -5,14 +5,26 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import fnmatch
+import json
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from importlib.metadata import entry_points
 from typing import Any
 
 from ._base import Method
 
-__all__ = ["ENTRY_POINT_GROUP", "UnknownNameError", "create", "get", "names", "register"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "SpecError",
+    "UnknownNameError",
+    "check_params",
+    "create",
+    "from_spec",
+    "get",
+    "names",
+    "parse_spec",
+    "register",
+]
 
 ENTRY_POINT_GROUP = "sparsebench.methods"
 
@@ -138,3 +150,59 @@ def names(pattern: str = "*", **tags: Any) -> list[str]:
         if all(getattr(t, key) == v for key, v in tags.items()):
             out.append(n)
     return out
+
+
+class SpecError(ValueError):
+    """A method spec or ``key=value`` parameter that cannot be parsed."""
+
+
+def _parse_value(cls: type[Method], name: str, raw: str) -> Any:
+    """``raw`` as the type of field ``name``'s default (JSON when the default is ``None``)."""
+    field = next(f for f in dataclasses.fields(cls) if f.name == name)
+    default = field.default
+    kind = type(default) if default is not dataclasses.MISSING and default is not None else None
+    try:
+        if kind is bool:
+            if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            return raw.lower() in ("true", "1", "yes")
+        if kind is int:
+            return int(raw)
+        if kind is float:
+            return float(raw)
+        if kind is str:
+            return raw
+        return json.loads(raw)
+    except (ValueError, json.JSONDecodeError):
+        want = kind.__name__ if kind else "a JSON value"
+        raise SpecError(f"parameter {name!r} expects {want}, got {raw!r}") from None
+
+
+def parse_spec(spec: str, params: Iterable[str] = ()) -> tuple[str, dict[str, Any]]:
+    """``"name"`` or ``"name:k=v,k=v"`` (plus ``k=v`` items) -> ``(name, params)``.
+
+    The one parser of method specs, for the CLI (``--methods``, ``--param``) and the asv
+    suites. Values take the type of the parameter's default (``bool``, ``int``, ``float``,
+    ``str``; JSON for parameters whose default is ``None``).
+
+    Raises:
+        UnknownNameError: for an unknown method or parameter (with "did you mean").
+        SpecError: for an item that is not ``k=v`` or a value of the wrong type.
+    """
+    name, _, rest = spec.strip().partition(":")
+    cls = get(name)
+    out: dict[str, Any] = {}
+    for item in [*filter(None, rest.split(",")), *params]:
+        if "=" not in item:
+            raise SpecError(f"method spec {spec!r}: parameters are key=value, got {item!r}")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        check_params(cls, {key: None})
+        out[key] = _parse_value(cls, key, raw.strip())
+    return name, out
+
+
+def from_spec(spec: str, params: Iterable[str] = ()) -> Method:
+    """The method instance a spec names (see :func:`parse_spec`)."""
+    name, kwargs = parse_spec(spec, params)
+    return create(name, **kwargs)
