@@ -19,12 +19,21 @@ registers its classes on import).
 
 from __future__ import annotations
 
-from ._base import Composable, Grid, Method, Tags, check_qk, predict_time, window_band
+from ._base import (
+    MLM_WINDOWS,
+    MT_WINDOWS,
+    Composable,
+    Grid,
+    Method,
+    Tags,
+    check_qk,
+    predict_time,
+    window_band,
+)
+from ._errors import SpecError, UnknownNameError
 from ._masks import as_lengths, real_tokens, valid_pairs
 from ._registry import (
     ENTRY_POINT_GROUP,
-    SpecError,
-    UnknownNameError,
     check_params,
     create,
     from_spec,
@@ -34,10 +43,13 @@ from ._registry import (
     register,
 )
 from .gold import attention_logits, attention_probs, gold_graph
-from .graph import Band, BlockLayout, DenseMask, Globals, Graph, Groups, Part, RowIndex
+from .graph import Graph
+from .parts import Band, BlockLayout, DenseMask, Globals, Groups, Part, RowIndex
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "MLM_WINDOWS",
+    "MT_WINDOWS",
     "Band",
     "BlockLayout",
     "Composable",
@@ -81,5 +93,6 @@ from . import (  # noqa: E402, F401
     reformer,
     routing,
     sparsefinder,
+    sparsefinder_kmeans,
     window,
 )

@@ -5,44 +5,59 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import torch
 from torch import Tensor
 
-from .graph import Band, Globals, Graph
+from ._errors import UnknownNameError, suggest
+from ._masks import as_lengths
+from .graph import Graph
+from .parts import Band, Globals
 
 if TYPE_CHECKING:  # type hints only: methods never import the datasets package at run time
     from sparsebench.datasets import QKData
 
-__all__ = ["Composable", "Grid", "Method", "Tags", "check_qk", "predict_time"]
+__all__ = [
+    "MLM_WINDOWS",
+    "MT_WINDOWS",
+    "Composable",
+    "Grid",
+    "Method",
+    "Tags",
+    "check_qk",
+    "predict_time",
+]
 
 Grid = Mapping[str, Mapping[str, list[Any]]]
+
+#: The paper's window sweep on top of every method, translation (MT) and masked-LM settings.
+MT_WINDOWS = [0, 1, 3, 5, 7, 9, 11, 15, 19, 23, 27]
+MLM_WINDOWS = [0, 3, 11, 25]
 
 
 @dataclass(frozen=True)
 class Tags:
     """Declared capabilities of a method (data, not flags set in ``__init__``).
 
+    Whether a method has a fit step at all is :attr:`Method.learns` (an instance may learn for
+    some parameters only); ``requires_fit`` says that ``predict`` refuses to run before ``fit``.
+
     Attributes:
         requires_fit: ``fit`` must run on training data before ``predict``.
         supports_causal: predicts valid graphs for causal (decoder) attention.
-        stochastic: uses randomness; ``seed`` fixes it.
-        learned: has parameters trained on data (projections, centroids).
+        stochastic: uses randomness, which ``seed`` fixes; a method without it predicts the
+            same graph for every seed (a contract test checks this).
         reference: a reference row (gold, full, oracles), kept apart in leaderboards.
-        structure: the graph parts it produces (``dense``, ``rows``, ``groups``, ``band``,
-            ``globals``, ``blocks``), which execution kernels can use.
         expected_failures: contract check name -> reason, for checks that cannot hold.
     """
 
     requires_fit: bool = False
     supports_causal: bool = True
     stochastic: bool = False
-    learned: bool = False
     reference: bool = False
-    structure: tuple[str, ...] = ("dense",)
     expected_failures: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -90,19 +105,7 @@ def check_qk(
                 f"{name} contains NaN or inf values; clean the data (e.g. check the extraction "
                 "for overflow in half precision)"
             )
-    if lengths is None:
-        return None
-    lengths = torch.as_tensor(lengths)
-    if lengths.is_floating_point() or lengths.dim() != 1 or lengths.shape[0] != B:
-        raise ValueError(
-            f"lengths must be an int tensor of shape ({B},), got {lengths.dtype} "
-            f"{tuple(lengths.shape)}"
-        )
-    lengths = lengths.to(torch.long).cpu()
-    bound = min(N, k.shape[2])
-    if (lengths < 0).any() or (lengths > bound).any():
-        raise ValueError(f"lengths must lie in [0, {bound}], got {lengths.tolist()}")
-    return lengths
+    return as_lengths(lengths, B, bound=min(N, k.shape[2]))
 
 
 @dataclass(kw_only=True)
@@ -127,15 +130,24 @@ class Method:
         """Names of the parameters (the dataclass fields)."""
         return [f.name for f in dataclasses.fields(cls)]
 
+    @classmethod
+    def check_params(cls, params: Iterable[str]) -> None:
+        """Raise :class:`UnknownNameError` for names in ``params`` that are not parameters."""
+        known = cls.param_names()
+        for p in params:
+            if p not in known:
+                raise UnknownNameError(
+                    f"method {cls.name!r} has no parameter {p!r}{suggest(p, known)} "
+                    f"(parameters: {', '.join(known)})"
+                )
+
     def get_params(self) -> dict[str, Any]:
         """Parameters as a dict."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
     def clone(self, **changes: Any) -> Self:
         """A new, unfitted instance with some parameters changed."""
-        from ._registry import check_params
-
-        check_params(type(self), changes)
+        self.check_params(changes)
         return dataclasses.replace(self, **changes)
 
     @classmethod
@@ -164,12 +176,22 @@ class Method:
     # -- behaviour -----------------------------------------------------------------------
     @property
     def learns(self) -> bool:
-        """Whether harnesses call ``fit`` before ``predict``.
+        """Whether the method has a fit step: harnesses call ``fit`` before ``predict``.
 
-        True when the tags say the method learns, or its class defines ``fit`` (which may
-        learn for some parameters only, like DSA's ``fit_projection``).
+        True when the tags require a fit, or its class defines ``fit`` (which may learn for
+        some parameters only, like DSA's ``fit_projection`` or a ``space="projected"``
+        baseline). The one name for "has a fit step".
         """
-        return self.tags.requires_fit or self.tags.learned or type(self).fit is not Method.fit
+        return self.tags.requires_fit or type(self).fit is not Method.fit
+
+    def for_data(self, data: QKData) -> Self:
+        """The method bound to what it needs from the dataset; harnesses call it first.
+
+        Called with the :class:`~sparsebench.datasets.QKData` before ``fit`` and ``predict``
+        (e.g. the ``gold`` row takes the data's α). The default needs nothing and returns
+        ``self``; an override returns a :meth:`clone`, leaving ``self`` unchanged.
+        """
+        return self
 
     def fit(self, train: QKData, layer: int) -> Self:
         """Learn from one layer of the training split. The default learns nothing."""
@@ -271,6 +293,10 @@ def global_positions(lengths: Tensor | None, B: int, N: int, n_global: int) -> G
 @dataclass(kw_only=True)
 class Composable(Method):
     """A method whose graph can be widened with a window and global tokens, as in the paper.
+
+    The ``window`` option is the same band as the ``window`` baseline's ``w`` parameter
+    (:func:`window_band`); the baseline keeps the name ``w`` because it is its only structural
+    parameter and its method ids (``window[w=16]``) key published results and CLI specs.
 
     Attributes:
         window: width ``w`` of the local band added to the prediction (0 = none).

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import fnmatch
 import json
 import warnings
@@ -12,6 +11,7 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from ._base import Method
+from ._errors import SpecError, UnknownNameError, suggest
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -30,20 +30,6 @@ ENTRY_POINT_GROUP = "sparsebench.methods"
 
 _REGISTRY: dict[str, type[Method]] = {}
 _plugins_loaded = False
-
-
-class UnknownNameError(KeyError, ValueError):
-    """An unknown method or parameter name; the message suggests the closest names."""
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else ""
-
-
-def _suggest(name: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(name, choices, n=3, cutoff=0.5)
-    if close:
-        return "; did you mean " + " or ".join(repr(c) for c in close) + "?"
-    return f"; known: {', '.join(sorted(choices))}" if choices else ""
 
 
 def register(name: str) -> Callable[[type[Method]], type[Method]]:
@@ -109,20 +95,15 @@ def get(name: str) -> type[Method]:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise UnknownNameError(
-            f"unknown method {name!r}{_suggest(name, list(_REGISTRY))}"
-        ) from None
+        raise UnknownNameError(f"unknown method {name!r}{suggest(name, list(_REGISTRY))}") from None
 
 
-def check_params(cls: type[Method], params: dict[str, Any]) -> None:
-    """Raise :class:`UnknownNameError` for parameters that ``cls`` does not have."""
-    known = cls.param_names()
-    for p in params:
-        if p not in known:
-            raise UnknownNameError(
-                f"method {cls.name!r} has no parameter {p!r}{_suggest(p, known)} "
-                f"(parameters: {', '.join(known)})"
-            )
+def check_params(cls: type[Method], params: Iterable[str]) -> None:
+    """Raise :class:`UnknownNameError` for parameters that ``cls`` does not have.
+
+    The same check as :meth:`Method.check_params`, for callers that hold a class.
+    """
+    cls.check_params(params)
 
 
 def create(name: str, **params: Any) -> Method:
@@ -146,14 +127,10 @@ def names(pattern: str = "*", **tags: Any) -> list[str]:
         for key in tags:
             if not hasattr(t, key):
                 known = [f.name for f in dataclasses.fields(t)]
-                raise UnknownNameError(f"unknown tag {key!r}{_suggest(key, known)}")
+                raise UnknownNameError(f"unknown tag {key!r}{suggest(key, known)}")
         if all(getattr(t, key) == v for key, v in tags.items()):
             out.append(n)
     return out
-
-
-class SpecError(ValueError):
-    """A method spec or ``key=value`` parameter that cannot be parsed."""
 
 
 def _parse_value(cls: type[Method], name: str, raw: str) -> Any:

@@ -9,15 +9,12 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from ._base import Composable, Grid, Tags
+from ._base import MLM_WINDOWS, MT_WINDOWS, Composable, Grid, Tags
 from ._registry import register
-from .graph import Band, BlockLayout, Globals, Graph, RowIndex
+from .graph import Graph
+from .parts import Band, BlockLayout, Globals, RowIndex
 
 __all__ = ["BigBird"]
-
-# The paper sweeps every baseline with these windows on top (0 = no window).
-_MT_WINDOWS = [0, 1, 3, 5, 7, 9, 11, 15, 19, 23, 27]
-_MLM_WINDOWS = [0, 3, 11, 25]
 
 
 @lru_cache(maxsize=8192)
@@ -84,10 +81,10 @@ class BigBird(Composable):
     block_size: int = 1
     official_padded_length: bool = False
     official_plan: bool = False
-    tags: ClassVar[Tags] = Tags(stochastic=True, structure=("band", "globals", "rows", "blocks"))
+    tags: ClassVar[Tags] = Tags(stochastic=True)
     grid: ClassVar[Grid] = {
-        "paper": {"num_random": [1, 2, 3, 4, 5], "window": _MT_WINDOWS},
-        "paper_mlm": {"num_random": [1, 2, 3, 4, 5], "window": _MLM_WINDOWS},
+        "paper": {"num_random": [1, 2, 3, 4, 5], "window": MT_WINDOWS},
+        "paper_mlm": {"num_random": [1, 2, 3, 4, 5], "window": MLM_WINDOWS},
         "quick": {"num_random": [1, 3]},
     }
 

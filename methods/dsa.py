@@ -10,8 +10,10 @@ import torch
 from torch import Tensor
 
 from ._base import Composable, Grid, Tags, predict_time
+from ._masks import real_tokens, valid_pairs
 from ._registry import register
-from .graph import DenseMask, Graph, RowIndex, valid_slab
+from .graph import Graph
+from .parts import DenseMask, RowIndex
 
 if TYPE_CHECKING:
     from sparsebench.datasets import QKData
@@ -86,7 +88,7 @@ class DSA(Composable):
     density: float = predict_time(0.1)
     select: Literal["topk", "threshold"] = predict_time("topk")
     fit_projection: bool = False
-    tags: ClassVar[Tags] = Tags(stochastic=True, structure=("rows", "dense"))
+    tags: ClassVar[Tags] = Tags(stochastic=True)
     grid: ClassVar[Grid] = {
         "paper": {"density": _DENSITIES, "sigma": [0.125, 0.25, 0.5]},
         "paper_mlm": {"density": _DENSITIES, "sigma": [0.125, 0.25, 0.5]},
@@ -104,7 +106,7 @@ class DSA(Composable):
             return self
         full = train.layer(layer)
         S, H, n, d = full.q.shape
-        real = torch.arange(n).view(1, n) < full.lengths.view(S, 1)
+        real = real_tokens(full.lengths, S, n)
         r = self._dim(d)
         wq, wk = [], []
         for h in range(H):
@@ -138,12 +140,11 @@ class DSA(Composable):
         """Approximate scores ``(B, H, N, M)`` from the projected, quantised q and k."""
         B, H, N, d = q.shape
         M = k.shape[2]
-        L = lengths if lengths is not None else torch.full((B,), max(N, M), dtype=torch.long)
         pq, pk = self._projections(H, d)
         qp = torch.einsum("bhnd,hdr->bhnr", q.float(), pq)
         kp = torch.einsum("bhmd,hdr->bhmr", k.float(), pk)
-        q_real = (torch.arange(N).view(1, N) < L.view(B, 1)).view(B, 1, N, 1)
-        k_real = (torch.arange(M).view(1, M) < L.view(B, 1)).view(B, 1, M, 1)
+        q_real = real_tokens(lengths, B, N).view(B, 1, N, 1)
+        k_real = real_tokens(lengths, B, M).view(B, 1, M, 1)
         qp = quantize(torch.where(q_real, qp, 0.0), self.bits, q_real)
         kp = quantize(torch.where(k_real, kp, 0.0), self.bits, k_real)
         return qp @ kp.transpose(-1, -2)
@@ -158,7 +159,7 @@ class DSA(Composable):
         B, H, N, _ = q.shape
         M = k.shape[2]
         s = self.scores(q, k, lengths)
-        valid = valid_slab(0, N, (B, H, N, M), lengths, causal).expand(B, 1, N, M)
+        valid = valid_pairs(B, N, M, lengths, causal).expand(B, 1, N, M)
         s = torch.where(valid, s, float("-inf"))
         if self.select == "threshold":
             return Graph((B, H, N, M), [DenseMask(_threshold_mask(s, valid, self.density))])

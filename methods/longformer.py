@@ -10,7 +10,8 @@ from torch import Tensor
 
 from ._base import Composable, Grid, Tags, predict_time
 from ._registry import register
-from .graph import Globals, Graph
+from .graph import Graph
+from .parts import Globals
 
 __all__ = ["Longformer"]
 
@@ -48,7 +49,7 @@ class Longformer(Composable):
     window: int = predict_time(1)
     max_globals: int = 8
     official_padded_length: bool = False
-    tags: ClassVar[Tags] = Tags(stochastic=True, structure=("band", "globals"))
+    tags: ClassVar[Tags] = Tags(stochastic=True)
     grid: ClassVar[Grid] = {
         "paper": {"max_globals": [4, 8, 12, 16, 20], "window": _MT_WINDOWS},
         "paper_mlm": {"max_globals": [4, 8, 12, 16, 20], "window": _MLM_WINDOWS},

@@ -8,15 +8,12 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from ._base import Composable, Grid, Tags
+from ._base import MLM_WINDOWS, MT_WINDOWS, Composable, Grid
 from ._registry import register
-from .graph import Graph, RowIndex
+from .graph import Graph
+from .parts import RowIndex
 
 __all__ = ["OpenAIFixed", "fixed_pattern"]
-
-# The paper sweeps every baseline with these windows on top (0 = no window).
-_MT_WINDOWS = [0, 1, 3, 5, 7, 9, 11, 15, 19, 23, 27]
-_MLM_WINDOWS = [0, 3, 11, 25]
 
 
 def fixed_pattern(n: int, stride: int, expressivity: int) -> Tensor:
@@ -57,10 +54,9 @@ class OpenAIFixed(Composable):
 
     stride: int = 8
     expressivity: int = 2
-    tags: ClassVar[Tags] = Tags(structure=("rows",))
     grid: ClassVar[Grid] = {
-        "paper": {"stride": [4, 8, 12, 16, 20], "window": _MT_WINDOWS},
-        "paper_mlm": {"stride": [4, 8, 12, 16, 20], "window": _MLM_WINDOWS},
+        "paper": {"stride": [4, 8, 12, 16, 20], "window": MT_WINDOWS},
+        "paper_mlm": {"stride": [4, 8, 12, 16, 20], "window": MLM_WINDOWS},
         "quick": {"stride": [4, 16]},
     }
 

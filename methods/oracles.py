@@ -9,10 +9,12 @@ import torch
 from torch import Tensor
 
 from ._base import Grid, Method, Tags
+from ._masks import valid_pairs
 from ._registry import register
 from .dsa import top_density
 from .gold import attention_logits
-from .graph import DenseMask, Graph, RowIndex, valid_slab
+from .graph import Graph
+from .parts import DenseMask, RowIndex
 
 __all__ = ["Random", "TopKOracle"]
 
@@ -35,7 +37,7 @@ class TopKOracle(Method):
 
     k: int = 8
     density: float | None = None
-    tags: ClassVar[Tags] = Tags(reference=True, structure=("rows",))
+    tags: ClassVar[Tags] = Tags(reference=True)
     grid: ClassVar[Grid] = {
         "paper": {"k": [1, 2, 4, 8, 16, 32]},
         "paper_mlm": {"k": [1, 2, 4, 8, 16, 32, 64]},
@@ -45,7 +47,7 @@ class TopKOracle(Method):
     def _predict(self, q: Tensor, k: Tensor, *, lengths, causal) -> Graph:
         B, H, N, _ = q.shape
         M = k.shape[2]
-        valid = valid_slab(0, N, (B, H, N, M), lengths, causal).expand(B, 1, N, M)
+        valid = valid_pairs(B, N, M, lengths, causal).expand(B, 1, N, M)
         scores = torch.where(valid, attention_logits(q.float(), k.float()), float("-inf"))
         if self.density is not None:
             if not 0 <= self.density <= 1:
@@ -74,7 +76,7 @@ class Random(Method):
     """
 
     density: float = 0.1
-    tags: ClassVar[Tags] = Tags(reference=True, stochastic=True, structure=("dense",))
+    tags: ClassVar[Tags] = Tags(reference=True, stochastic=True)
     grid: ClassVar[Grid] = {
         "paper": {"density": [0.02, 0.05, 0.1, 0.2, 0.3, 0.5]},
         "quick": {"density": [0.1]},

@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar, Self
 
 from torch import Tensor
 
 from ._base import Grid, Method, Tags
 from ._registry import register
 from .gold import gold_graph
-from .graph import Band, Graph
+from .graph import Graph
+from .parts import Band
+
+if TYPE_CHECKING:  # type hints only: methods never import the datasets package at run time
+    from sparsebench.datasets import QKData
 
 __all__ = ["Full", "Gold"]
+
+#: The α an unbound ``gold`` row predicts with: entmax15, the paper's models.
+DEFAULT_ALPHA = 1.5
 
 
 @register("full")
@@ -20,7 +27,7 @@ __all__ = ["Full", "Gold"]
 class Full(Method):
     """Every valid edge: dense attention (recall 1, sparsity 0). A reference row."""
 
-    tags: ClassVar[Tags] = Tags(reference=True, structure=("band",))
+    tags: ClassVar[Tags] = Tags(reference=True)
     grid: ClassVar[Grid] = {"paper": {}, "quick": {}}
 
     def _predict(self, q: Tensor, k: Tensor, *, lengths, causal) -> Graph:
@@ -35,13 +42,23 @@ class Full(Method):
 class Gold(Method):
     """The gold α-entmax support itself (recall 1, exact 1). A reference row (an oracle).
 
+    The α is the data's: harnesses call :meth:`for_data`, which binds ``alpha=None`` to the
+    dataset's ``alpha``, so the row is the gold graph of the attention being predicted. A
+    ``Gold`` that predicts without being bound uses ``DEFAULT_ALPHA`` (1.5, entmax15). The
+    default row's method id stays ``gold``; a bound one carries its α (``gold[alpha=1.5]``).
+
     Attributes:
-        alpha: entmax α of the attention being predicted.
+        alpha: entmax α of the attention being predicted; ``None`` = the data's.
     """
 
-    alpha: float = 1.5
-    tags: ClassVar[Tags] = Tags(reference=True, structure=("rows",))
+    alpha: float | None = None
+    tags: ClassVar[Tags] = Tags(reference=True)
     grid: ClassVar[Grid] = {"paper": {}, "quick": {}}
 
+    def for_data(self, data: QKData) -> Self:
+        """This row with ``alpha`` bound to ``data.alpha`` (unchanged when ``alpha`` is set)."""
+        return self if self.alpha is not None else self.clone(alpha=float(data.alpha))
+
     def _predict(self, q: Tensor, k: Tensor, *, lengths, causal) -> Graph:
-        return gold_graph(q, k, alpha=self.alpha, lengths=lengths, causal=causal)
+        alpha = DEFAULT_ALPHA if self.alpha is None else self.alpha
+        return gold_graph(q, k, alpha=alpha, lengths=lengths, causal=causal)

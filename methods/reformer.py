@@ -9,18 +9,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._base import Grid, Tags, predict_time
+from ._base import MLM_WINDOWS, MT_WINDOWS, Grid, Tags, predict_time
+from ._learned import LearnedSpace
+from ._masks import real_tokens
 from ._registry import register
-from .graph import Graph, Groups
-from .sparsefinder import LearnedSpace
+from .graph import Graph
+from .parts import Groups
 
 __all__ = ["Reformer", "lsh_buckets"]
 
 _MT_BUCKETS = [2, 4, 6, 8, 10, 14, 18, 22, 26, 30]
-
-# The paper sweeps every baseline with these windows on top (0 = no window).
-_MT_WINDOWS = [0, 1, 3, 5, 7, 9, 11, 15, 19, 23, 27]
-_MLM_WINDOWS = [0, 3, 11, 25]
 
 
 def lsh_buckets(x: Tensor, rotations: Tensor) -> Tensor:
@@ -84,10 +82,10 @@ class Reformer(LearnedSpace):
     vectors: Literal["separate", "concat"] = "separate"
     graph: Literal["ideal", "executed"] = predict_time("ideal")
     chunk_size: int | None = predict_time(None)
-    tags: ClassVar[Tags] = Tags(stochastic=True, learned=True, structure=("groups",))
+    tags: ClassVar[Tags] = Tags(stochastic=True)
     grid: ClassVar[Grid] = {
-        "paper": {"n_buckets": _MT_BUCKETS, "window": _MT_WINDOWS},
-        "paper_mlm": {"n_buckets": [*_MT_BUCKETS, 40, 50, 100], "window": _MLM_WINDOWS},
+        "paper": {"n_buckets": _MT_BUCKETS, "window": MT_WINDOWS},
+        "paper_mlm": {"n_buckets": [*_MT_BUCKETS, 40, 50, 100], "window": MLM_WINDOWS},
         "quick": {"n_buckets": [2, 8, 30]},
     }
 
@@ -133,8 +131,8 @@ class Reformer(LearnedSpace):
         qb, kb = self.buckets(q, k)  # (B, H, N, R), (B, H, M, R)
         Lq = lengths if lengths is not None else torch.full((B,), N, dtype=torch.long)
         Lk = lengths if lengths is not None else torch.full((B,), M, dtype=torch.long)
-        q_real = torch.arange(N).view(1, 1, N, 1) < Lq.view(B, 1, 1, 1)
-        k_real = torch.arange(M).view(1, 1, M, 1) < Lk.view(B, 1, 1, 1)
+        q_real = real_tokens(Lq, B, N).view(B, 1, N, 1)
+        k_real = real_tokens(Lk, B, M).view(B, 1, M, 1)
         qb = torch.where(q_real, qb, -1)
         kb = torch.where(k_real, kb, -1)
         if self.graph == "ideal":

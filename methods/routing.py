@@ -9,10 +9,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._base import Grid, Tags, predict_time
+from ._base import MLM_WINDOWS, MT_WINDOWS, Grid, Tags, predict_time
+from ._learned import LearnedSpace
+from ._masks import real_tokens
 from ._registry import register
-from .graph import Graph, Groups
-from .sparsefinder import LearnedSpace
+from .graph import Graph
+from .parts import Groups
 
 if TYPE_CHECKING:
     from sparsebench.datasets import QKData
@@ -20,10 +22,6 @@ if TYPE_CHECKING:
 __all__ = ["Routing", "RoutingTrained", "balanced_assign", "spherical_kmeans"]
 
 _CLUSTERS = [2, 4, 6, 8, 10, 12, 16, 20]
-
-# The paper sweeps every baseline with these windows on top (0 = no window).
-_MT_WINDOWS = [0, 1, 3, 5, 7, 9, 11, 15, 19, 23, 27]
-_MLM_WINDOWS = [0, 3, 11, 25]
 
 
 def _lloyd_step(x: Tensor, centroids: Tensor) -> Tensor:
@@ -116,10 +114,10 @@ class Routing(LearnedSpace):
     num_clusters: int = 4
     kmeans_iters: int = 10
     official_padded_length: bool = predict_time(False)
-    tags: ClassVar[Tags] = Tags(stochastic=True, learned=True, structure=("groups",))
+    tags: ClassVar[Tags] = Tags(stochastic=True)
     grid: ClassVar[Grid] = {
-        "paper": {"num_clusters": _CLUSTERS, "window": _MT_WINDOWS},
-        "paper_mlm": {"num_clusters": _CLUSTERS, "window": _MLM_WINDOWS},
+        "paper": {"num_clusters": _CLUSTERS, "window": MT_WINDOWS},
+        "paper_mlm": {"num_clusters": _CLUSTERS, "window": MLM_WINDOWS},
         "quick": {"num_clusters": [2, 8]},
     }
 
@@ -127,8 +125,8 @@ class Routing(LearnedSpace):
         """Centroids ``(H, C, D)`` for the batch being predicted."""
         B, H, N, D = qn.shape
         M = kn.shape[2]
-        q_real = torch.arange(N).view(1, N) < lengths.view(B, 1)
-        k_real = torch.arange(M).view(1, M) < lengths.view(B, 1)
+        q_real = real_tokens(lengths, B, N)
+        k_real = real_tokens(lengths, B, M)
         out = []
         for h in range(H):
             x = torch.cat([qn[:, h][q_real], kn[:, h][k_real]])  # (P, D)
@@ -150,8 +148,8 @@ class Routing(LearnedSpace):
             w = torch.full((B,), min(N, M) // self.num_clusters + 1, dtype=torch.long)
         else:
             w = L // self.num_clusters + 1
-        q_valid = (torch.arange(N).view(1, N) < L.view(B, 1)).unsqueeze(1)
-        k_valid = (torch.arange(M).view(1, M) < L.view(B, 1)).unsqueeze(1)
+        q_valid = real_tokens(L, B, N).unsqueeze(1)
+        k_valid = real_tokens(L, B, M).unsqueeze(1)
         q_ids = balanced_assign(torch.einsum("bhnd,hcd->bhnc", qn, centroids), q_valid, w)
         k_ids = balanced_assign(torch.einsum("bhmd,hcd->bhmc", kn, centroids), k_valid, w)
         return Graph((B, H, N, M), [Groups(q_ids.unsqueeze(-1), k_ids.unsqueeze(-1), "slot")])
@@ -185,9 +183,7 @@ class RoutingTrained(Routing):
     decay: float = 0.999
     batch_size: int = 16
     official_ema: bool = False
-    tags: ClassVar[Tags] = Tags(
-        requires_fit=True, learned=True, stochastic=True, structure=("groups",)
-    )
+    tags: ClassVar[Tags] = Tags(requires_fit=True, stochastic=True)
 
     def fit(self, train: QKData, layer: int) -> Self:
         """Train the centroids of each head of ``layer`` on ``train``."""
@@ -200,7 +196,7 @@ class RoutingTrained(Routing):
             S, H, n, D = bq.shape
             qn = F.normalize(bq.float(), dim=-1)
             kn = F.normalize(bk.float(), dim=-1)
-            real = torch.arange(n).view(1, n) < batch.lengths.view(S, 1)
+            real = real_tokens(batch.lengths, S, n)
             if self.official_ema:
                 real = torch.ones_like(real)
             xs = [torch.cat([qn[:, h][real], kn[:, h][real]]) for h in range(H)]  # (P, D) each

@@ -7,13 +7,12 @@ from typing import ClassVar
 
 from torch import Tensor
 
-from ._base import Grid, Method, Tags, global_positions, predict_time, window_band
+from ._base import MT_WINDOWS, Grid, Method, global_positions, predict_time, window_band
 from ._registry import register
 from .graph import Graph
 
 __all__ = ["Window"]
 
-_MT_WINDOWS = [0, 1, 3, 5, 7, 9, 11, 15, 19, 23, 27]
 _MLM_WINDOWS = [
     0,
     1,
@@ -52,6 +51,10 @@ class Window(Method):
     shifted at the sequence ends, so edge rows keep fewer keys; in a decoder the causal mask then
     leaves the past part of the band. ``w=0`` predicts no edges. No deviation from the paper.
 
+    The width is ``w``, not the ``window`` option of :class:`Composable` methods (the same band
+    added to another prediction): here the band is the prediction, and the name ``w`` keeps the
+    method ids of published results and the CLI specs (``window:w=16``) as they are.
+
     Attributes:
         w: window width in tokens.
         global_tokens: 0 = none, 1 = the first token, 2 = the first and last real token, whose
@@ -60,9 +63,8 @@ class Window(Method):
 
     w: int = predict_time(3)
     global_tokens: int = predict_time(0)
-    tags: ClassVar[Tags] = Tags(structure=("band",))
     grid: ClassVar[Grid] = {
-        "paper": {"w": _MT_WINDOWS},
+        "paper": {"w": MT_WINDOWS},
         "paper_mlm": {"w": _MLM_WINDOWS},
         "quick": {"w": [1, 3, 11, 27]},
     }

@@ -111,6 +111,45 @@ def test_deterministic_under_seed(name):
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_seed_matters_only_to_stochastic_methods(name):
+    """A method not tagged ``stochastic`` predicts the same graph for every seed."""
+    if methods.get(name).tags.stochastic:
+        pytest.skip("stochastic: the seed may change the graph")
+    q, k, lengths = eval_batch(False)
+    a = fitted(name, False).predict(q, k, lengths=lengths).to_dense()
+    other = methods.create(name, seed=7)
+    if other.learns:
+        other.fit(data(False).split("train"), 0)
+    assert torch.equal(a, other.predict(q, k, lengths=lengths).to_dense())
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_for_data_binds_without_changing_the_method(name):
+    m = methods.create(name)
+    bound = m.for_data(data(False))
+    assert type(bound) is type(m) and m.get_params() == methods.create(name).get_params()
+    assert bound.id.startswith(name)
+
+
+@pytest.mark.parametrize("alpha", [1.3, 2.0])
+def test_gold_row_takes_the_data_alpha(alpha):
+    d = datasets.synthetic(num_seqs=4, layers=1, heads=2, n=23, d=8, seed=2, alpha=alpha)
+    lay = d.layer(0)
+    gold = methods.create("gold")
+    assert gold.id == "gold" and gold.alpha is None
+    bound = gold.for_data(d)
+    assert bound.alpha == alpha and gold.alpha is None
+    got = bound.predict(lay.q, lay.k, lengths=lay.lengths).to_dense()
+    want = gold_graph(lay.q, lay.k, alpha=alpha, lengths=lay.lengths).to_dense()
+    assert torch.equal(got, want)
+    # An unbound row predicts with α = 1.5; an α set by hand is kept.
+    plain = gold.predict(lay.q, lay.k, lengths=lay.lengths).to_dense()
+    assert torch.equal(plain, gold_graph(lay.q, lay.k, alpha=1.5, lengths=lay.lengths).to_dense())
+    assert not torch.equal(plain, got)
+    assert methods.create("gold", alpha=1.7).for_data(d).alpha == 1.7
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_single_token_and_odd_lengths(name):
     check(name, "tiny")
     m = fitted(name, False)

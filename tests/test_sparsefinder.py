@@ -10,12 +10,9 @@ import torch
 from sparsebench import datasets, methods
 from sparsebench.bench import gold_graph, graph_metrics
 from sparsebench.methods import BlockLayout, Groups
-from sparsebench.methods import _projection as P
-from sparsebench.methods.sparsefinder import (
-    SparsefinderKMeans,
-    dynamic_buckets,
-    fixed_buckets,
-)
+from sparsebench.methods import _learned as P
+from sparsebench.methods.sparsefinder import dynamic_buckets, fixed_buckets
+from sparsebench.methods.sparsefinder_kmeans import SparsefinderKMeans
 
 NAMES = [
     "sparsefinder_distance",
@@ -45,7 +42,8 @@ def eval_layer(causal: bool = False):
 def test_registered_with_tags():
     for name in NAMES:
         cls = methods.get(name)
-        assert cls.tags.requires_fit and cls.tags.learned
+        assert cls.tags.requires_fit and cls.tags.stochastic
+        assert methods.create(name).learns
         assert "Treviso" in cls.__doc__ and "2109.12188" in cls.__doc__
         assert {"paper", "paper_mlm", "quick"} <= set(cls.grid)
     assert set(NAMES) == set(methods.names("sparsefinder*"))
@@ -84,7 +82,7 @@ def test_negatives_balanced_valid_and_seeded():
     B, H, N = 2, 2, 12
     lengths = torch.tensor([12, 7])
     pos = torch.rand(B, H, N, N, generator=g) < 0.2
-    valid = P.valid_pairs(B, N, N, lengths, causal=True)
+    valid = methods.valid_pairs(B, N, N, lengths, causal=True)
     pos &= valid
     neg = P.sample_negatives(pos, valid, torch.Generator().manual_seed(1))
     assert not (neg & pos).any()
@@ -95,7 +93,7 @@ def test_negatives_balanced_valid_and_seeded():
     other = P.sample_negatives(pos, valid, torch.Generator().manual_seed(2))
     assert torch.equal(neg, again) and not torch.equal(neg, other)
     # The official behaviour lets future keys be negatives in a decoder.
-    loose = P.valid_pairs(B, N, N, lengths, causal=False)
+    loose = methods.valid_pairs(B, N, N, lengths, causal=False)
     neg_f = P.sample_negatives(pos, loose, torch.Generator().manual_seed(1))
     future = torch.ones(N, N, dtype=torch.bool).triu(1)
     assert (neg_f & future).any()
@@ -120,7 +118,7 @@ def test_fit_lowers_loss_and_raises_recall_at_equal_sparsity():
     for m in (before, after):
         # Threshold at the 30% quantile of valid distances: both keep about 30% of the pairs.
         d = P.sq_dists(m._project(lay.q, "q"), m._project(lay.k, "k"))
-        valid = P.valid_pairs(*d.shape[:1], d.shape[2], d.shape[3], lay.lengths, False)
+        valid = methods.valid_pairs(*d.shape[:1], d.shape[2], d.shape[3], lay.lengths, False)
         m.t = float(torch.quantile(d[valid.expand_as(d)], 0.3))
         res = graph_metrics(m.predict(lay.q, lay.k, lengths=lay.lengths), gold)
         assert res["sparsity"] == pytest.approx(0.7, abs=0.05)
@@ -168,7 +166,7 @@ def test_quantize_graph_uses_slot_groups():
     assert groups.match == "slot" and groups.q_groups.shape[-1] == m.proj_dim
     qg, kg = groups.q_groups, groups.k_groups
     want = (qg.unsqueeze(3) == kg.unsqueeze(2)).any(-1)  # same bucket in some coordinate
-    valid = P.valid_pairs(qg.shape[0], qg.shape[2], kg.shape[2], lay.lengths, False)
+    valid = methods.valid_pairs(qg.shape[0], qg.shape[2], kg.shape[2], lay.lengths, False)
     assert torch.equal(g.to_dense(), want & valid)
     # Each query bucket of S real tokens in one coordinate meets the key bucket of equal rank.
     assert (qg[..., 0].max(-1).values == (lay.lengths.view(-1, 1) - 1) // m.bucket_size).all()
@@ -367,8 +365,6 @@ def test_fixed_buckets_with_ties_hold_exactly_s_tokens():
 
 
 def test_projector_trained_once_per_split_and_projection_parameters():
-    from sparsebench.methods import sparsefinder as SF
-
     train = data().split("train")
     a = methods.create("sparsefinder_kmeans", num_clusters=2, n_init=1).fit(train, 0)
     b = methods.create("sparsefinder_distance", t=0.5).fit(train, 0)
@@ -379,7 +375,7 @@ def test_projector_trained_once_per_split_and_projection_parameters():
     w2, w4 = (m.fit(train, 0).w_q_ for m in blocks)
     assert not torch.equal(w2, w4)  # block units train their own projector
     # The memo returns exactly what a fresh training gives.
-    SF._PROJECTIONS.clear()
+    P.clear_projection_cache()
     fresh = methods.create("sparsefinder_distance", t=0.5).fit(train, 0)
     assert fresh.w_q_ is not b.w_q_ and torch.equal(fresh.w_q_, b.w_q_)
     assert fresh.loss_history_ == b.loss_history_
