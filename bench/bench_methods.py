@@ -33,39 +33,29 @@ class Execute:
     version = "1"
 
     def setup(self, method, n, normalizer):
-        from sparsebench.bench.execute import auto_path, block_plan
+        from sparsebench.bench import prepare
         from sparsebench.methods import Band, Graph
 
         self.q, self.k, self.v = inputs(n)
         if method == "sdpa":
             if normalizer != "softmax":
                 raise NotImplementedError("sdpa is softmax attention")
-            self.graph = None
+            self.plan = None
             return
         if method == "dense_entmax":
             if normalizer != "entmax":
                 raise NotImplementedError("dense_entmax is entmax attention")
-            self.graph, self.path, self.plan = Graph((1, 8, n, n), [Band(-n, n)]), "dense", None
+            self.plan = prepare(Graph((1, 8, n, n), [Band(-n, n)]), path="dense")
             return
-        self.graph = fitted(method).predict(self.q, self.k)
-        self.path = auto_path(self.graph)
-        self.plan = None if self.path == "grouped" else block_plan(self.graph, 128)
+        self.plan = prepare(fitted(method).predict(self.q, self.k), block_size=128)
 
     def _run(self, normalizer):
-        from sparsebench.bench.execute import execute
+        from sparsebench.bench import execute
 
         with torch.no_grad():
-            if self.graph is None:
+            if self.plan is None:
                 return torch.nn.functional.scaled_dot_product_attention(self.q, self.k, self.v)
-            return execute(
-                self.q,
-                self.k,
-                self.v,
-                self.graph,
-                normalizer=normalizer,
-                path=self.path,
-                plan=self.plan,
-            )
+            return execute(self.q, self.k, self.v, self.plan, normalizer=normalizer)
 
     def time_execute(self, method, n, normalizer):
         self._run(normalizer)
@@ -84,14 +74,14 @@ class Quality:
 
     def setup_cache(self):
         from sparsebench import datasets
-        from sparsebench.bench.common import parse
-        from sparsebench.bench.evaluate import evaluate
+        from sparsebench.bench import evaluate
+        from sparsebench.methods import from_spec
 
         data = datasets.load("shakespeare-lm", log=lambda m: None)
         cache = {}
         gold: dict = {}
         for spec in SUITE_METHODS:
-            res = evaluate(data, parse(spec), layers=[1], gold_cache=gold)
+            res = evaluate(data, from_spec(spec), layers=[1], gold_cache=gold)
             cache[spec] = res["metrics"]
         return cache
 
@@ -123,11 +113,11 @@ class CudaExecute:
             torch.randn(shape, device="cuda", dtype=torch.bfloat16, generator=g) for _ in "qkv"
         )
         if kernel == "flex_window":
-            from sparsebench.bench.execute import block_plan
+            from sparsebench.bench import prepare
             from sparsebench.methods import create
 
-            self.graph = create("window", w=257, global_tokens=2).predict(self.q, self.k)
-            self.plan = block_plan(self.graph, 128)
+            graph = create("window", w=257, global_tokens=2).predict(self.q, self.k)
+            self.plan = prepare(graph, path="flex", block_size=128)
 
     def time_kernel(self, kernel, n):
         if kernel == "xformers":
@@ -135,15 +125,7 @@ class CudaExecute:
 
             xops.memory_efficient_attention(*(x.transpose(1, 2) for x in (self.q, self.k, self.v)))
         else:
-            from sparsebench.bench.execute import execute
+            from sparsebench.bench import execute
 
-            execute(
-                self.q,
-                self.k,
-                self.v,
-                self.graph,
-                normalizer="softmax",
-                path="flex",
-                plan=self.plan,
-            )
+            execute(self.q, self.k, self.v, self.plan, normalizer="softmax")
         torch.cuda.synchronize()

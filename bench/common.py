@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-import torch
-
 #: Each method's default configuration (plus a wider window), as asv parameters.
 SUITE_METHODS = [
     "window",
@@ -25,25 +23,6 @@ SUITE_METHODS = [
 HEADS, DIM = 8, 64
 
 
-def parse(spec: str):
-    """``name:k=v,...`` -> a method instance (values are ints or floats where they parse)."""
-    from sparsebench import methods
-
-    name, _, rest = spec.partition(":")
-    params = {}
-    for item in filter(None, rest.split(",")):
-        key, raw = item.split("=", 1)
-        for cast in (int, float):
-            try:
-                params[key] = cast(raw)
-                break
-            except ValueError:
-                continue
-        else:
-            params[key] = raw
-    return methods.create(name, **params)
-
-
 @lru_cache(maxsize=8)
 def inputs(n: int, heads: int = HEADS, dim: int = DIM):
     """Seeded generator q, k, v ``(1, heads, n, dim)``."""
@@ -57,19 +36,10 @@ def inputs(n: int, heads: int = HEADS, dim: int = DIM):
 def fitted(spec: str, heads: int = HEADS, dim: int = DIM):
     """A method fitted (when it learns) on seeded generator data of the same heads and dim."""
     from sparsebench.datasets import synthetic
+    from sparsebench.methods import from_spec
 
-    m = parse(spec)
+    m = from_spec(spec)
     if m.learns:
         train = synthetic(num_seqs=8, layers=1, heads=heads, n=256, d=dim, seed=1)
         m = m.fit(train.split("train"), 0)
     return m
-
-
-def no_grad(fn):
-    """Run ``fn`` under ``torch.no_grad``."""
-
-    def wrapped(*args, **kwargs):
-        with torch.no_grad():
-            return fn(*args, **kwargs)
-
-    return wrapped

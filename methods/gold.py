@@ -14,13 +14,24 @@ For other α the slab rows go through ``entmax.entmax_bisect`` and its support i
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
-from .graph import DenseMask, Graph, RowIndex
+from .graph import Graph
+from .parts import DenseMask, RowIndex
 
-__all__ = ["attention_logits", "attention_probs", "entmax15_support", "gold_graph", "gold_rows"]
+__all__ = [
+    "Solved",
+    "attention_logits",
+    "attention_probs",
+    "entmax15_support",
+    "entmax15_threshold",
+    "gold_graph",
+    "gold_rows",
+]
 
 # Score slabs are sized to about this many float32 elements (64 MB).
 _SLAB_SCORES = 1 << 24
@@ -54,7 +65,7 @@ def attention_probs(scores: Tensor, normalizer: str = "entmax", alpha: float = 1
     return torch.where(empty, 0.0, p)
 
 
-def _entmax15_threshold(xs: Tensor) -> tuple[Tensor, Tensor]:
+def _prefix_threshold(xs: Tensor) -> tuple[Tensor, Tensor]:
     """Threshold and support size of 1.5-entmax from row values sorted in descending order.
 
     ``xs`` holds ``(z - max(z)) / 2`` for the leading entries of each row (last dim). The
@@ -72,6 +83,72 @@ def _entmax15_threshold(xs: Tensor) -> tuple[Tensor, Tensor]:
     support = (tau <= xs).sum(-1, keepdim=True)
     tau_star = tau.gather(-1, (support - 1).clamp(min=0))
     return tau_star, support
+
+
+class Solved(NamedTuple):
+    """Rows of :func:`entmax15_threshold` settled in one round.
+
+    Attributes:
+        rows: ``(r,)`` row ids, or ``None`` for every row.
+        index: ``(r, K)`` positions of the ``K`` largest entries, in descending order.
+        tau: ``(r, 1)`` the 1.5-entmax threshold of each row.
+        probs: ``(r, K)`` the probabilities of those entries (``list_support`` only).
+    """
+
+    rows: Tensor | None
+    index: Tensor
+    tau: Tensor
+    probs: Tensor | None
+
+
+def entmax15_threshold(
+    rows: Tensor, k: int = 64, *, from_logits: bool = False, list_support: bool = False
+) -> Iterator[Solved]:
+    """Solve 1.5-entmax on the top ``k`` entries of each row, widening the prefix where needed.
+
+    The threshold comes from the ``k`` largest entries of a row (``torch.topk``, which orders
+    them as a descending sort does, ties included); a row whose support fills its prefix is
+    redone with ``2k`` entries, up to a full sort. With the arithmetic of the sort-based
+    algorithm, the threshold is the one ``entmax15`` computes over the whole row.
+
+    Args:
+        rows: ``(R, M)`` values; ``-inf`` marks excluded entries.
+        k: first prefix length.
+        from_logits: ``rows`` are logits ``z`` (the prefix becomes ``(z - max z) / 2``);
+            otherwise they already hold ``(z - max z) / 2``.
+        list_support: a row is settled only when its prefix also lists every entry of positive
+            probability (the last entry of the prefix scores zero), and the probabilities of
+            the prefix are returned.
+
+    Yields:
+        :class:`Solved` rows, round by round; every row is settled exactly once.
+    """
+    M = rows.shape[-1]
+    k = max(1, min(k, M))
+    todo: Tensor | None = None  # None: every row
+    while True:
+        kk = min(k, M)
+        sub = rows if todo is None else rows[todo]
+        vals, idx = torch.topk(sub, kk, dim=-1) if kk < M else torch.sort(sub, -1, True)
+        x = (vals - vals[:, :1]) / 2 if from_logits else vals
+        tau, support = _prefix_threshold(x)
+        if list_support:
+            y = torch.clamp(x - tau, min=0) ** 2
+            # Solved when the support is shorter than the prefix and the prefix's last value
+            # is outside it: every key not listed scores no higher, so none is in the support.
+            done = ((support[:, 0] < kk) & (y[:, -1] == 0)) | (kk == M)
+        else:
+            y = None
+            done = (support[:, 0] < kk) | (kk == M)
+        if done.all():
+            yield Solved(todo, idx, tau, y)
+            return
+        ids = torch.nonzero(done).squeeze(-1)
+        settled = ids if todo is None else todo[ids]
+        yield Solved(settled, idx[ids], tau[ids], None if y is None else y[ids])
+        rest = torch.nonzero(~done).squeeze(-1)
+        todo = rest if todo is None else todo[rest]
+        k = kk * 2
 
 
 def entmax15_support(
@@ -94,34 +171,17 @@ def entmax15_support(
     lead = scores.shape[:-1]
     flat = scores.reshape(-1, M)
     rows = flat.shape[0]
-    k = max(1, min(k, M))
-    index_parts: list[tuple[Tensor, Tensor, Tensor, Tensor]] = []  # (row ids, index, keep, y)
-    todo = torch.arange(rows, device=scores.device)
-    while todo.numel():
-        sub = flat if todo.numel() == rows else flat[todo]
-        kk = min(k, M)
-        vals, idx = torch.topk(sub, kk, dim=-1) if kk < M else torch.sort(sub, -1, True)
-        x = (vals - vals[:, :1]) / 2  # (rows, kk): (z - max) / 2, as entmax15 computes it
-        tau, support = _entmax15_threshold(x)
-        y = torch.clamp(x - tau, min=0) ** 2
-        # Solved when the support is shorter than the prefix and the prefix's last value is
-        # outside it: every key not listed scores no higher, so none of them is in the support.
-        done = ((support[:, 0] < kk) & (y[:, -1] == 0)) | (kk == M)
-        if done.all():
-            index_parts.append((todo, idx, y > 0, y))
-            break
-        index_parts.append((todo[done], idx[done], y[done] > 0, y[done]))
-        todo = todo[~done]
-        k = kk * 2
-    width = max(p[1].shape[-1] for p in index_parts)
+    solved = list(entmax15_threshold(flat, k, from_logits=True, list_support=True))
+    width = max(s.index.shape[-1] for s in solved)
     index = torch.full((rows, width), -1, dtype=torch.long, device=scores.device)
     keep = torch.zeros(rows, width, dtype=torch.bool, device=scores.device)
     probs = torch.zeros(rows, width, dtype=scores.dtype, device=scores.device)
-    for r, idx, kp, y in index_parts:
-        w = idx.shape[-1]
-        index[r, :w] = idx
-        keep[r, :w] = kp
-        probs[r, :w] = y
+    for s in solved:
+        w = s.index.shape[-1]
+        r = slice(None) if s.rows is None else s.rows
+        index[r, :w] = s.index
+        keep[r, :w] = s.probs > 0
+        probs[r, :w] = s.probs
     index = index.view(*lead, width)
     keep = keep.view(*lead, width)
     return index, keep, probs.view(*lead, width) if with_probs else None
@@ -149,7 +209,9 @@ def gold_rows(
 ) -> tuple[Tensor, Tensor | None]:
     """Gold support as a padded key list ``(B, H, N, K)`` (``-1`` pads) and, optionally, probs.
 
-    Arguments as for :func:`gold_graph`.
+    Arguments as for :func:`gold_graph`. One loop over sequences and row slabs, longer than
+    most functions: the slab's causal and padding masks, the solve and the running width of the
+    key list share the loop's state.
     """
     B, H, N, D = q.shape
     M = k.shape[2]

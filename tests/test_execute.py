@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from sparsebench import methods
-from sparsebench.bench.execute import block_plan, execute
+from sparsebench.bench import Plan, block_plan, execute, prepare
 from sparsebench.methods import Band, Globals, Graph, Groups
 
 
@@ -101,13 +101,13 @@ def test_block_plan_full_and_partial():
 
 def test_flex_softmax_matches_dense_eager():
     pytest.importorskip("torch.nn.attention.flex_attention")
-    from sparsebench.bench.execute import _flex
+    from sparsebench.bench.kernels.flex import flex_attention
 
     q, k, v = data(N=256, D=16)
     lengths = torch.tensor([256, 200])
     for _, graph in graphs(2, 2, 256, lengths, False):
         ref = execute(q, k, v, graph, normalizer="softmax", path="dense")
-        out = _flex(q, k, v, graph, 128, compiled=False)
+        out = flex_attention(q, k, v, block_plan(graph, 128), compiled=False)
         valid = (torch.arange(256) < lengths.view(-1, 1)).view(2, 1, 256, 1)
         torch.testing.assert_close(out * valid, ref * valid, rtol=1e-5, atol=1e-5)
 
@@ -123,32 +123,32 @@ def test_method_graphs_run_on_their_paths():
 @pytest.mark.parametrize("b", [4, 6, 16, 64])
 def test_structural_layout_equals_slab_layout(b):
     """Bands and global tokens are laid out from their structure; the result is the slab one."""
-    from sparsebench.bench.execute import _slab_plan, _structural_plan
+    from sparsebench.bench.kernels.plan import slab_layout, structural_layout
 
     N = 70
     pos = torch.tensor([[0, 33, -1], [69, -1, -1]])
     for lengths, causal in CASES:
         for parts in ([Band(-3, 5)], [Globals(pos)], [Band(-9, 0), Globals(pos)], [Band(2, 4)]):
             graph = Graph((2, 3, N, N), parts, lengths=lengths, causal=causal)
-            got, want = _structural_plan(graph, b), _slab_plan(graph, b)
+            got, want = structural_layout(graph, b), slab_layout(graph, b)
             assert got is not None
             for a, w in zip(got[:3], want[:3], strict=True):
                 assert torch.equal(torch.broadcast_to(a, w.shape), w), (parts, lengths, causal)
             assert torch.equal(got[3], want[3])
     random = Graph.from_dense(torch.rand(1, 1, N, N) < 0.1)
-    assert _structural_plan(random, b) is None  # no structure: laid out by slabs
+    assert structural_layout(random, b) is None  # no structure: laid out by slabs
 
 
 @pytest.mark.parametrize("normalizer", ["entmax", "softmax"])
 def test_block_path_in_many_small_chunks(normalizer):
     """Chunks smaller than one wide row (global tokens) still give the dense result."""
-    from sparsebench.bench.execute import _block
+    from sparsebench.bench.kernels.block import block_attention
 
     q, k, v = data(N=200)
     pos = torch.tensor([[0, 150], [7, -1]])
     graph = Graph((2, 2, 200, 200), [Band(-20, 20), Globals(pos)], lengths=torch.tensor([200, 90]))
     ref = execute(q, k, v, graph, normalizer=normalizer, path="dense")
-    out = _block(q, k, v, graph, normalizer, 1.5, 16, max_entries=16 * 16 * 3)
+    out = block_attention(q, k, v, block_plan(graph, 16), normalizer, 1.5, max_entries=16 * 16 * 3)
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
 
 
@@ -167,13 +167,13 @@ def test_entmax15_in_place_matches_package_on_wide_supports():
     """Rows whose support fills the first prefix are redone wider; -inf entries are no keys."""
     from entmax import entmax15
 
-    from sparsebench.bench.execute import _entmax15_
+    from sparsebench.bench.kernels.normalize import entmax15_inplace
 
     g = torch.Generator().manual_seed(3)
     z = torch.randn(40, 300, generator=g) * torch.tensor([0.01, 0.3, 3.0]).repeat(14)[:40, None]
     z[::5, 100:] = float("-inf")
     x = (z - z.amax(-1, keepdim=True)) / 2
-    got = _entmax15_(x.clone(), k=8)
+    got = entmax15_inplace(x.clone(), k=8)
     torch.testing.assert_close(got, entmax15(z, dim=-1), rtol=1e-5, atol=1e-7)
     assert (entmax15(z, dim=-1) > 0).sum(-1).max() > 64  # the wide case is exercised
 
@@ -190,7 +190,7 @@ def test_packed_groups_for_xformers_match_dense():
     logging.getLogger("xformers").setLevel(logging.ERROR)
     from xformers.ops.fmha.attn_bias import BlockDiagonalMask
 
-    from sparsebench.bench.execute import _grouped
+    from sparsebench.bench.kernels.grouped import grouped_attention
 
     seen = []
 
@@ -205,7 +205,7 @@ def test_packed_groups_for_xformers_match_dense():
     kg = torch.randint(0, 6, (2, 2, 70, 1), generator=g)  # group 6 has queries, no keys
     graph = Graph((2, 2, 70, 70), [Groups(qg, kg)], lengths=torch.tensor([70, 41]))
     ref = execute(q, k, v, graph, normalizer="softmax", path="dense")
-    out = _grouped(q, k, v, graph, "softmax", 1.5, attend=attend)
+    out = grouped_attention(q, k, v, graph, "softmax", 1.5, attend=attend)
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
     assert len(seen) == 1 and len(seen[0][0]) > 4
 
@@ -217,7 +217,7 @@ def test_global_rows_split_off_and_columns_kept_by_unit(normalizer, causal):
 
     Both give the dense result, with padding and causality.
     """
-    from sparsebench.bench.execute import _split_heavy
+    from sparsebench.bench.kernels.block import split_heavy
 
     N = 400
     q, k, v = data(N=N)
@@ -225,11 +225,11 @@ def test_global_rows_split_off_and_columns_kept_by_unit(normalizer, causal):
     lengths = torch.tensor([400, 170])
     graph = Graph((2, 2, N, N), [Band(-20, 20), Globals(pos)], lengths=lengths, causal=causal)
     plan = block_plan(graph, 16)
-    light, heavy = _split_heavy(plan, plan.partial_masks.any(-1))
+    light, heavy = split_heavy(plan, plan.partial_masks.any(-1))
     if not causal:
         # Sequence 0's global rows need all 25 key blocks, their neighbours 4: split off. In
         # sequence 1 (11 blocks) a global row is too close to the others to be worth it.
-        got = {(int(bh), int(r) % 400) for bh, r in zip(heavy.bh, heavy.row, strict=True)}
+        got = {(int(bh), int(r) % 400) for bh, r in zip(heavy.seq_head, heavy.row, strict=True)}
         assert got == {(0, 0), (0, 150), (1, 0), (1, 150)}
         assert light.kept.sum() < plan.kept.sum()
         assert heavy.mask.sum(-1).tolist() == [400] * 4
@@ -239,3 +239,33 @@ def test_global_rows_split_off_and_columns_kept_by_unit(normalizer, causal):
         # 400-key rows: fp32 sums in another order differ by a few 1e-6.
         torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5, msg=f"b={b}")
         assert float((out - ref).norm() / ref.norm()) <= 1e-5
+
+
+def test_prepare_chooses_the_path_once():
+    """``prepare`` picks grouped for one slot of groups, else block, and lays out what it needs."""
+    q, k, v = data()
+    found = dict(graphs(2, 2, 70, None, False))
+    plan = prepare(found["groups"])
+    assert isinstance(plan, Plan) and plan.path == "grouped" and plan.layout is None
+    plan = prepare(found["band+globals"], block_size=16)
+    assert plan.path == "block" and plan.layout.block_size == 16 and plan.block_size == 16
+    assert prepare(found["random"], path="dense").layout is None
+    assert prepare(found["random"]).block_size == 128  # the default kernel block size
+    ref = execute(q, k, v, found["band+globals"], path="dense")
+    torch.testing.assert_close(execute(q, k, v, plan), ref, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="contradicts"):
+        execute(q, k, v, plan, path="dense")
+    with pytest.raises(ValueError, match="contradicts"):
+        execute(q, k, v, plan, block_size=64)
+    with pytest.raises(NotImplementedError, match="Groups slot"):
+        prepare(found["random"], path="grouped")
+    with pytest.raises(ValueError, match="unknown path"):
+        prepare(found["random"], path="sparse")
+    with pytest.raises(NotImplementedError, match="softmax only"):
+        execute(q, k, v, found["random"], path="flex")
+
+
+def test_execute_is_the_function_the_readme_documents():
+    import sparsebench.bench as bench
+
+    assert callable(bench.execute) and bench.execute is execute

@@ -1,11 +1,11 @@
-"""The timing harness measures every part of a case in a fresh process."""
+"""The speed harness measures every part of a case in a fresh process."""
 
 from __future__ import annotations
 
 import json
 
+from sparsebench.bench import GOLD_IMPLS, gold_case, measure_case, stopwatch
 from sparsebench.bench.cli import main
-from sparsebench.bench.timing import measure_case, stopwatch
 
 
 def test_stopwatch_reports_median_and_spread():
@@ -39,6 +39,15 @@ def test_case_parts_and_memory():
 def test_gpu_only_baseline_is_reported_not_crashed():
     rec = measure_case({"method": "xformers", "n": 64, "heads": 2, "dim": 8, "repeats": 1})
     assert "CUDA" in rec["error"]
+
+
+def test_gold_suite_cases_run_on_the_same_harness():
+    fields = {"impl", "n", "heads", "dim", "repeats", "time_min_s", "time_median_s"}
+    for impl in GOLD_IMPLS:
+        rec = measure_case(gold_case(impl, 48, 2, 8, 2))
+        assert "error" not in rec, rec
+        assert fields <= set(rec) and rec["impl"] == impl and rec["time_min_s"] > 0
+        assert not rec["peak_extra_mb"] < 0  # NaN where the peak counter cannot reset
 
 
 def test_speed_command_writes_records(tmp_path, capsys):

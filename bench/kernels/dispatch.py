@@ -1,0 +1,149 @@
+"""Choosing the execution path of a graph once (:func:`prepare`) and running it (:func:`execute`).
+
+Paths:
+
+* ``"dense"`` — the reference: scores of all pairs, masked to the graph (row slabs, so memory
+  stays bounded), normalised, times ``v``.
+* ``"block"`` — the graph's block layout; each query block attends over its gathered kept key
+  blocks (:mod:`~sparsebench.bench.kernels.block`).
+* ``"flex"`` — softmax only: the same block layout fed to FlexAttention.
+* ``"grouped"`` — for graphs that are one set of groups: each group attends within itself.
+
+All paths give the same result as ``"dense"`` on the same graph; a query with no allowed key
+outputs zeros (it never falls back to full attention).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from sparsebench.methods import Graph, check_qk
+
+from .block import block_attention
+from .dense import dense_attention
+from .flex import flex_attention
+from .grouped import grouped_attention, single_groups
+from .normalize import Normalizer
+from .plan import BlockPlan, block_plan
+
+__all__ = ["DEFAULT_BLOCK_SIZE", "PATHS", "PathName", "Plan", "execute", "prepare"]
+
+PathName = Literal["block", "grouped", "flex", "dense"]
+#: The execution paths, as :attr:`Plan.path` names them.
+PATHS: tuple[str, ...] = ("block", "grouped", "flex", "dense")
+#: Kernel block size of the block and flex paths unless one is given.
+DEFAULT_BLOCK_SIZE = 128
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How a graph is executed: its path, chosen once, and the layout that path needs.
+
+    Attributes:
+        path: ``"block"``, ``"grouped"``, ``"flex"`` or ``"dense"``.
+        graph: the graph the plan executes.
+        block_size: kernel block size of the block and flex paths.
+        layout: the graph's block layout (``block`` and ``flex`` paths), else ``None``.
+    """
+
+    path: PathName
+    graph: Graph
+    block_size: int
+    layout: BlockPlan | None = None
+
+
+def prepare(
+    graph: Graph,
+    *,
+    path: Literal["auto", "block", "grouped", "flex", "dense"] = "auto",
+    block_size: int = DEFAULT_BLOCK_SIZE,
+) -> Plan:
+    """Choose the execution path of ``graph`` and build what it needs.
+
+    Args:
+        graph: the allowed edges.
+        path: ``"auto"`` picks ``grouped`` for a graph that is one slot of
+            :class:`~sparsebench.methods.Groups`, else ``block``; or one path by name.
+        block_size: kernel block size for ``block`` and ``flex``.
+
+    Returns:
+        A :class:`Plan`; its ``layout`` is the block layout when the path uses one.
+
+    Raises:
+        ValueError: for an unknown path.
+        NotImplementedError: ``grouped`` for a graph that is not one slot of groups.
+    """
+    if path == "auto":
+        path = "grouped" if single_groups(graph) is not None else "block"
+    if path not in PATHS:
+        raise ValueError(f"unknown path {path!r}; use auto, dense, block, flex or grouped")
+    if path == "grouped" and single_groups(graph) is None:
+        raise NotImplementedError("the grouped path needs a graph of exactly one Groups slot")
+    layout = block_plan(graph, block_size) if path in ("block", "flex") else None
+    return Plan(path, graph, block_size, layout)
+
+
+def execute(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    plan: Plan | Graph,
+    *,
+    normalizer: Normalizer = "entmax",
+    alpha: float = 1.5,
+    path: Literal["auto", "block", "grouped", "flex", "dense"] = "auto",
+    block_size: int | None = None,
+) -> Tensor:
+    """Attention of ``q`` over ``k``/``v`` restricted to the edges of a graph.
+
+    Args:
+        q: queries ``(B, H, N, D)``, unscaled.
+        k: keys ``(B, H, M, D)``.
+        v: values ``(B, H, M, Dv)``.
+        plan: a :class:`Plan` from :func:`prepare`, or a :class:`~sparsebench.methods.Graph`
+            (prepared here with ``path`` and ``block_size``). Its lengths and causality apply.
+        normalizer: ``"entmax"`` (α-entmax, exact over the allowed entries) or ``"softmax"``.
+        alpha: entmax α.
+        path: with a graph, as for :func:`prepare`; with a plan, ``"auto"`` or the plan's own.
+        block_size: with a graph, the kernel block size (default 128); with a plan, ``None``
+            or the plan's own.
+
+    Returns:
+        ``(B, H, N, Dv)``; rows of queries with no allowed key are zero.
+
+    Raises:
+        ValueError: on shapes that disagree, an unknown path, or ``path``/``block_size`` that
+            contradict a given plan.
+        NotImplementedError: ``flex`` with entmax, ``grouped`` on a graph that is not one slot
+            of groups.
+    """
+    graph = plan.graph if isinstance(plan, Plan) else plan
+    check_qk(q, k, lengths=graph.lengths, causal=graph.causal)
+    if v.shape[:3] != k.shape[:3]:
+        raise ValueError(f"v {tuple(v.shape)} must match k {tuple(k.shape)} in (B, H, M)")
+    if graph.shape != (*q.shape[:3], k.shape[2]):
+        raise ValueError(f"graph shape {graph.shape} does not match q/k {tuple(q.shape)}")
+    if isinstance(plan, Plan):
+        if path not in ("auto", plan.path):
+            raise ValueError(f"path {path!r} contradicts the plan's path {plan.path!r}")
+        if block_size not in (None, plan.block_size):
+            raise ValueError(f"block_size {block_size} contradicts the plan's {plan.block_size}")
+    elif path == "flex" and normalizer != "softmax":
+        raise NotImplementedError("FlexAttention normalises with softmax only")
+    else:
+        size = DEFAULT_BLOCK_SIZE if block_size is None else block_size
+        plan = prepare(graph, path=path, block_size=size)
+    with torch.no_grad():
+        if plan.path == "dense":
+            return dense_attention(q, k, v, graph, normalizer=normalizer, alpha=alpha)
+        if plan.path == "block":
+            return block_attention(q, k, v, plan.layout, normalizer, alpha)
+        if plan.path == "grouped":
+            return grouped_attention(q, k, v, graph, normalizer, alpha)
+        if normalizer != "softmax":
+            raise NotImplementedError("FlexAttention normalises with softmax only")
+        return flex_attention(q, k, v, plan.layout)
