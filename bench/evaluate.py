@@ -10,7 +10,7 @@ import torch
 from sparsebench.datasets import QKData
 from sparsebench.methods import Method, gold_graph
 
-from .metrics import _macro, average_layers, graph_metrics
+from .metrics import average_layers, graph_metrics, macro_average
 
 __all__ = ["evaluate", "evaluate_layer"]
 
@@ -32,6 +32,8 @@ def evaluate_layer(
     graphs are kept in ``gold_cache`` (keyed by layer and batch) when one is given, so a sweep
     computes each only once. ``predict_cache`` (one dict per fitted state) lets configurations
     that differ only in window and global tokens share base predictions (``Method.predict``).
+    ``method`` is used as given: bind it to the data first (``Method.for_data``; the ``gold``
+    row takes the data's α), as :func:`evaluate` and sweeps do.
     """
     pooled: dict[str, list[torch.Tensor]] = {}
     predict_s = 0.0
@@ -63,7 +65,7 @@ def evaluate_layer(
     out: dict = {}
     per_head = {}
     for name, vs in pooled.items():
-        out[name], per_head[name] = _macro(torch.cat(vs))
+        out[name], per_head[name] = macro_average(torch.cat(vs))
     out["per_head"] = per_head
     out["predict_s"] = predict_s
     return out
@@ -82,7 +84,9 @@ def evaluate(
 ) -> dict:
     """Fit ``method`` on the train split (when it learns) and score it on ``split``.
 
-    Pass the same ``gold_cache`` dict to evaluations of one dataset split to reuse gold graphs.
+    The method is bound to the data first (``Method.for_data``; the ``gold`` row takes the
+    data's α), then fitted per layer. Pass the same ``gold_cache`` dict to evaluations of one
+    dataset split to reuse gold graphs.
 
     Returns:
         ``{"metrics": {...averaged over layers}, "layers": {layer: {...}}, "fit_s": float,
@@ -92,6 +96,7 @@ def evaluate(
     for i in layers:
         data.layer(i)  # range check with a clear error
     target = data.split(split) if split in data.split_names else data
+    method = method.for_data(data)
     per_layer: dict[int, dict] = {}
     fit_s = predict_s = 0.0
     for i in layers:

@@ -3,16 +3,20 @@
 ``QKData`` holds per-layer queries and keys (and values) of real sequences with their split,
 α and causality; ``QKData.save`` / ``QKData.load`` write and read a directory of safetensors
 files plus a ``card.json``. ``load(name_or_dir)`` opens a dataset directory, or a named dataset
-from the cache, building it on first use.
+from the cache, building it on first use. ``DATASETS`` lists the named datasets as
+:class:`DatasetSpec` records: description, builder, and the task and model that
+``sparsebench accuracy`` scores.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from .cache import cache_root
+from .minilm import MINILM_MODEL
 from .qkdata import CARD_VERSION, DatasetError, LayerData, QKData, sha256_file
 from .synthetic import synthetic
 
@@ -20,17 +24,44 @@ __all__ = [
     "CARD_VERSION",
     "DATASETS",
     "DatasetError",
+    "DatasetSpec",
     "LayerData",
     "QKData",
     "build",
     "dataset_dir",
+    "dataset_spec",
     "load",
     "sha256_file",
     "synthetic",
 ]
 
+#: ``builder(out_dir, log) -> path``: writes a dataset directory.
+Builder = Callable[[Path, Callable[[str], None]], Path]
 
-def _bundled(name: str) -> Callable[[Path, Callable[[str], None]], Path]:
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A named dataset: what it is, how it is built, and what its model is scored on.
+
+    Attributes:
+        name: the name :func:`load` and :func:`build` take.
+        description: one line for listings.
+        builder: ``builder(out_dir, log) -> path`` writes the dataset directory.
+        task: what ``sparsebench accuracy`` scores on the model the data comes from
+            (``"next-token"``, ``"masked-token"``, ``"embedding-fidelity"``), or ``None`` when
+            there is no model to score.
+        model: the model the data is extracted from (a bundled model name or a hub name), or
+            ``None``.
+    """
+
+    name: str
+    description: str
+    builder: Builder
+    task: str | None = None
+    model: str | None = None
+
+
+def _bundled(name: str) -> Builder:
     def builder(out: Path, log: Callable[[str], None]) -> Path:
         from .shakespeare import build as build_bundled
 
@@ -39,7 +70,7 @@ def _bundled(name: str) -> Callable[[Path, Callable[[str], None]], Path]:
     return builder
 
 
-def _synthetic(causal: bool) -> Callable[[Path, Callable[[str], None]], Path]:
+def _synthetic(causal: bool) -> Builder:
     def builder(out: Path, log: Callable[[str], None]) -> Path:
         return synthetic(causal=causal, seed=0).save(out)
 
@@ -47,25 +78,61 @@ def _synthetic(causal: bool) -> Callable[[Path, Callable[[str], None]], Path]:
 
 
 def _minilm(out: Path, log: Callable[[str], None]) -> Path:
-    from .hf import build_minilm_entmax
+    from .minilm import build_minilm_entmax
 
     return build_minilm_entmax(out)
 
 
-#: Named datasets: name -> (description, builder(out_dir, log) -> path).
-DATASETS: dict[str, tuple[str, Callable[[Path, Callable[[str], None]], Path]]] = {
-    "shakespeare-lm": (
-        "causal entmax LM on Shakespeare (bundled model)",
-        _bundled("shakespeare-lm"),
-    ),
-    "shakespeare-mlm": (
-        "entmax masked-LM encoder on Shakespeare (bundled model)",
-        _bundled("shakespeare-mlm"),
-    ),
-    "minilm-entmax": ("all-MiniLM-L6-v2 with entmax attention (extra `hf`)", _minilm),
-    "synthetic-bidir": ("small synthetic data for tests and examples", _synthetic(False)),
-    "synthetic-causal": ("small synthetic causal data for tests and examples", _synthetic(True)),
+#: Named datasets by name.
+DATASETS: dict[str, DatasetSpec] = {
+    spec.name: spec
+    for spec in (
+        DatasetSpec(
+            "shakespeare-lm",
+            "causal entmax LM on Shakespeare (bundled model)",
+            _bundled("shakespeare-lm"),
+            task="next-token",
+            model="shakespeare-lm",
+        ),
+        DatasetSpec(
+            "shakespeare-mlm",
+            "entmax masked-LM encoder on Shakespeare (bundled model)",
+            _bundled("shakespeare-mlm"),
+            task="masked-token",
+            model="shakespeare-mlm",
+        ),
+        DatasetSpec(
+            "minilm-entmax",
+            "all-MiniLM-L6-v2 with entmax attention (extra `hf`)",
+            _minilm,
+            task="embedding-fidelity",
+            model=MINILM_MODEL,
+        ),
+        DatasetSpec(
+            "synthetic-bidir", "small synthetic data for tests and examples", _synthetic(False)
+        ),
+        DatasetSpec(
+            "synthetic-causal",
+            "small synthetic causal data for tests and examples",
+            _synthetic(True),
+        ),
+    )
 }
+
+
+def dataset_spec(name: str) -> DatasetSpec:
+    """The :data:`DATASETS` entry of ``name``.
+
+    Raises:
+        DatasetError: for an unknown name (with the closest known one).
+    """
+    if name not in DATASETS:
+        import difflib
+
+        close = difflib.get_close_matches(name, list(DATASETS), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(DATASETS)}"
+        raise DatasetError(f"unknown dataset {name!r}{hint}")
+    return DATASETS[name]
 
 
 def dataset_dir(name: str) -> Path:
@@ -77,15 +144,10 @@ def build(
     name: str, out: str | os.PathLike | None = None, log: Callable[[str], None] = print
 ) -> Path:
     """Build a named dataset into ``out`` (default: its cache directory)."""
-    if name not in DATASETS:
-        import difflib
-
-        close = difflib.get_close_matches(name, list(DATASETS), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(DATASETS)}"
-        raise DatasetError(f"unknown dataset {name!r}{hint}")
+    spec = dataset_spec(name)
     path = Path(out) if out is not None else dataset_dir(name)
     log(f"building {name} into {path}")
-    return DATASETS[name][1](path, log)
+    return spec.builder(path, log)
 
 
 def load(name_or_dir: str | os.PathLike, *, log: Callable[[str], None] = print) -> QKData:
@@ -108,5 +170,5 @@ def load(name_or_dir: str | os.PathLike, *, log: Callable[[str], None] = print) 
             f"no dataset directory {name!r}; pass a directory written by QKData.save or a "
             f"dataset name ({', '.join(DATASETS)})"
         )
-    build(name)  # raises with a suggestion
+    dataset_spec(name)  # raises with a suggestion
     raise AssertionError("unreachable")

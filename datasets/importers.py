@@ -100,6 +100,8 @@ def import_sparsefinder(
 ) -> QKData:
     """Import an official Sparsefinder q/k dump as :class:`QKData`.
 
+    Most of its length is validation: each check names the key and sequence at fault.
+
     The file is loaded with ``torch.load(..., weights_only=True)`` on the CPU, so it can only
     hold tensors and plain containers. Expected keys: ``length_src`` (1-D), ``q`` and ``k``
     (lists with one ``(layers, heads, length, head_dim)`` tensor per sequence) and, for machine

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from sparsebench.methods import attention_logits, attention_probs
+from sparsebench.methods import attention_logits, attention_probs, valid_pairs
 
 __all__ = ["EntmaxTransformer", "ModelConfig"]
 
@@ -127,11 +127,7 @@ class EntmaxTransformer(nn.Module):
         if lengths is None:
             lengths = torch.full((B,), N, dtype=torch.long, device=ids.device)
         pos = torch.arange(N, device=ids.device)
-        valid = (pos.view(1, 1, 1, N) < lengths.view(B, 1, 1, 1)) & (
-            pos.view(1, 1, N, 1) < lengths.view(B, 1, 1, 1)
-        )
-        if self.cfg.causal:
-            valid = valid & (pos.view(1, 1, 1, N) <= pos.view(1, 1, N, 1))
+        valid = valid_pairs(B, N, N, lengths, self.cfg.causal, device=ids.device)  # (B, 1, N, N)
         x = self.tok(ids) + self.pos(pos)
         for i, block in enumerate(self.blocks):
             x = block(x, valid, i, lengths, restrict, capture)

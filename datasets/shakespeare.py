@@ -16,6 +16,8 @@ from pathlib import Path
 
 import torch
 
+from sparsebench.methods import real_tokens
+
 from .models import EntmaxTransformer, ModelConfig
 from .qkdata import DatasetError, QKData
 from .text import EVAL_PLAYS, SDIST_SHA256, TEXT_LICENSE, TEXT_SOURCE
@@ -71,7 +73,10 @@ def load_model(name: str) -> EntmaxTransformer:
 
 
 def train(name: str, *, steps: int | None = None, log: Callable[[str], None] = print) -> Path:
-    """Train a bundled model from scratch and write its weights and model card."""
+    """Train a bundled model from scratch and write its weights and model card.
+
+    Most of its length is the model card, built from what training and validation measured.
+    """
     cfg, tc, _ = MODELS[name] if name in MODELS else (None, None, None)
     if cfg is None:
         raise DatasetError(f"no bundled model {name!r}; bundled: {', '.join(MODELS)}")
@@ -216,7 +221,7 @@ def build_data(
             cap: list = []
             with torch.no_grad():
                 model(ids, lengths, capture=cap)
-            pad = torch.arange(n).view(1, 1, n, 1) >= lengths.view(-1, 1, 1, 1)
+            pad = ~real_tokens(lengths, len(chunk), n).view(len(chunk), 1, n, 1)
             for store, which in ((qs, 0), (ks, 1), (vs, 2)):
                 t = torch.stack([c[which] for c in cap], dim=1)  # (b, layers, H, n, dh)
                 store.append(t.masked_fill(pad.unsqueeze(1), 0.0).contiguous())

@@ -6,6 +6,8 @@ import math
 
 import torch
 
+from sparsebench.methods import real_tokens
+
 from .qkdata import QKData
 
 __all__ = ["synthetic"]
@@ -32,6 +34,9 @@ def synthetic(
     (an attention sink), so α-entmax graphs are sparse, local-ish and not trivial. Sequences
     have random lengths in ``[min_length, n]`` (zero-padded); the last ``eval_fraction`` of the
     sequences form the ``eval`` split, the rest ``train``.
+
+    Every step draws from one seeded generator in a fixed order, so the steps stay in one
+    function: the same seed must keep giving the same data.
     """
     if num_seqs < 1 or layers < 1 or heads < 1 or n < 1 or d < 2:
         raise ValueError("num_seqs, layers, heads, n must be >= 1 and d >= 2")
@@ -61,7 +66,7 @@ def synthetic(
             )
             k[:, layer, h, 0] += 1.5 * q[:, layer, h].mean(1)  # sink on the first token
     v = torch.randn(num_seqs, layers, heads, n, d, generator=g) if with_values else None
-    pad = torch.arange(n).view(1, 1, 1, n, 1) >= lengths.view(-1, 1, 1, 1, 1)
+    pad = ~real_tokens(lengths, num_seqs, n).view(num_seqs, 1, 1, n, 1)
     q = q.masked_fill(pad, 0.0)
     k = k.masked_fill(pad, 0.0)
     if v is not None:

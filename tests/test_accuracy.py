@@ -7,7 +7,7 @@ from functools import cache
 import pytest
 
 from sparsebench import methods
-from sparsebench.bench.accuracy import restrict_with
+from sparsebench.bench.runs import restrict_with
 from sparsebench.datasets.shakespeare import load_model, load_tokenizer
 from sparsebench.datasets.train import evaluate_model, token_streams
 
@@ -50,8 +50,7 @@ def test_accuracy_falls_as_the_window_narrows(name):
 
 def test_configurations_sharing_a_fit_score_as_if_fitted_alone(tmp_path, monkeypatch):
     from sparsebench import datasets
-    from sparsebench.bench.accuracy import accuracy_sweep
-    from sparsebench.bench.records import read_records
+    from sparsebench.bench.runs import accuracy_sweep, read_records
 
     # Small stand-in Q/K data with the model's shape (4 layers, heads of 64) to fit on.
     syn = datasets.synthetic(layers=4, heads=4, d=64, n=48, causal=True, seed=3)
@@ -75,3 +74,10 @@ def test_configurations_sharing_a_fit_score_as_if_fitted_alone(tmp_path, monkeyp
         alone = [m.clone().fit(train, i) for i in range(4)]
         direct = evaluate_model(model, streams(), restrict=restrict_with(alone), max_windows=1)
         assert (r["loss"], r["accuracy"]) == (direct["loss"], direct["accuracy"]), r["method_id"]
+
+
+def test_a_dataset_without_a_task_is_refused(tmp_path):
+    from sparsebench.bench.runs import accuracy_sweep
+
+    with pytest.raises(ValueError, match="no task to score.*shakespeare-lm"):
+        accuracy_sweep("synthetic-bidir", tmp_path / "a.jsonl", progress=False, log=print)

@@ -109,3 +109,31 @@ def test_layer_and_batches():
     assert all(b.q.shape[2] == int(b.lengths.max()) for b in batches)
     with pytest.raises(DatasetError, match="out of range"):
         data.layer(3)
+
+
+def test_dataset_table_records():
+    from sparsebench.datasets import DATASETS, DatasetSpec, dataset_spec
+
+    tasks = {"next-token", "masked-token", "embedding-fidelity", None}
+    for name, spec in DATASETS.items():
+        assert isinstance(spec, DatasetSpec) and spec.name == name and spec.description
+        assert callable(spec.builder) and spec.task in tasks
+        assert (spec.task is None) == (spec.model is None)
+    assert DATASETS["shakespeare-lm"].task == "next-token"
+    assert DATASETS["minilm-entmax"].task == "embedding-fidelity"
+    assert dataset_spec("synthetic-bidir").task is None
+    with pytest.raises(DatasetError, match="did you mean 'shakespeare-lm'"):
+        dataset_spec("shakespeare-l")
+
+
+def test_build_a_named_dataset(tmp_path):
+    path = datasets.build("synthetic-causal", tmp_path / "syn", log=lambda m: None)
+    data = QKData.load(path)
+    assert data.causal and torch.equal(data.q, datasets.synthetic(causal=True, seed=0).q)
+
+
+def test_padding_masks_are_the_real_lengths():
+    data = datasets.synthetic(num_seqs=4, layers=1, heads=1, n=10, d=4, with_values=True, seed=7)
+    for i, L in enumerate(data.lengths.tolist()):
+        assert data.k[i, :, :, L:].abs().sum() == 0 and data.v[i, :, :, L:].abs().sum() == 0
+        assert data.q[i, :, :, :L].abs().sum(-1).min() > 0

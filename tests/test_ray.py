@@ -9,8 +9,7 @@ import textwrap
 import pytest
 
 from sparsebench import datasets
-from sparsebench.bench.records import read_records
-from sparsebench.bench.sweep import sweep
+from sparsebench.bench.runs import read_records, sweep
 
 ray = pytest.importorskip("ray")
 
@@ -46,7 +45,7 @@ KILLER = textwrap.dedent(
     from dataclasses import dataclass
     from typing import ClassVar
     from sparsebench import datasets
-    from sparsebench.bench.sweep import sweep
+    from sparsebench.bench.runs import sweep
     from sparsebench.methods import Band, Graph, Method, Tags, predict_time, register
 
     @register("killer_band")
@@ -56,7 +55,7 @@ KILLER = textwrap.dedent(
         w: int = predict_time(1)
         flag: str = ""
         grid: ClassVar = {"quick": {"w": [1, 2, 3, 4, 5, 6]}}
-        tags: ClassVar[Tags] = Tags(structure=("band",))
+        tags: ClassVar[Tags] = Tags()
 
         def _predict(self, q, k, *, lengths, causal):
             if self.flag and not os.path.exists(self.flag):

@@ -9,9 +9,10 @@ import sys
 import textwrap
 import time
 
+import pytest
+
 from sparsebench import datasets
-from sparsebench.bench.records import read_records
-from sparsebench.bench.sweep import expand_grid, sweep
+from sparsebench.bench.runs import expand_grid, read_records, sweep
 
 
 def test_expand_grid_uses_the_encoder_grid_on_bidirectional_data():
@@ -54,7 +55,7 @@ SLOW = textwrap.dedent(
     from dataclasses import dataclass
     from typing import ClassVar
     from sparsebench import datasets
-    from sparsebench.bench.sweep import sweep
+    from sparsebench.bench.runs import sweep
     from sparsebench.methods import Band, Graph, Method, Tags, register, predict_time
 
     @register("slow_band")
@@ -63,7 +64,7 @@ SLOW = textwrap.dedent(
         '''A band that takes its time.'''
         w: int = predict_time(1)
         grid: ClassVar = {"quick": {"w": list(range(12))}}
-        tags: ClassVar[Tags] = Tags(structure=("band",))
+        tags: ClassVar[Tags] = Tags()
 
         def _predict(self, q, k, *, lengths, causal):
             time.sleep(0.15)
@@ -129,3 +130,59 @@ def test_every_record_equals_a_direct_evaluation_of_its_configuration(tmp_path):
     # Different predict-time parameters give different graphs.
     assert len({s for name, s in seen if name == "window"}) == 4
     assert len({s for name, s in seen if name == "sparsefinder_distance"}) == 3
+
+
+@pytest.mark.parametrize("alpha", [1.3, 2.0])
+def test_gold_row_takes_the_datasets_alpha(tmp_path, alpha):
+    # The gold row predicts with the data's alpha (Method.for_data), in a sweep and in evaluate:
+    # it is the gold graph itself, whatever the alpha.
+    from sparsebench import methods
+    from sparsebench.bench import evaluate
+
+    data = datasets.synthetic(num_seqs=6, layers=2, heads=2, n=24, d=8, alpha=alpha, seed=4)
+    out = tmp_path / "r.jsonl"
+    res = sweep(data, out, methods="gold", grid="quick", progress=False, log=lambda m: None)
+    assert res == {"done": 2, "skipped": 0, "failed": 0}
+    for r in read_records(out):
+        assert r["method_id"] == "gold"  # the record keeps the configuration as asked for
+        assert r["recall"] == 1.0 and r["exact"] == 1.0
+        assert r["sparsity"] == r["gold_sparsity"]
+    m = evaluate(data, methods.create("gold"))["metrics"]
+    assert m["recall"] == 1.0 and m["sparsity"] == m["gold_sparsity"]
+
+
+def test_each_fit_group_is_fitted_once_and_members_keep_their_predict_params():
+    from sparsebench import methods
+    from sparsebench.bench.runs import Fitted, fit_once, group_by_fit, with_predict_params
+
+    data = datasets.synthetic(num_seqs=6, layers=1, heads=2, n=24, d=8, seed=0)
+    configs = [methods.create("window", w=w) for w in (1, 3)] + [
+        methods.create("sparsefinder_distance", **p)
+        for p in expand_grid("sparsefinder_distance", "quick", causal=False)
+    ]
+    groups = group_by_fit(configs)
+    assert [len(g) for g in groups] == [2, 3]
+    fits = []
+
+    def fit(m):
+        fits.append(m.id)
+        return m.clone().fit(data.split("train"), 0)
+
+    out = [f for group in fit_once(configs, data, fit, with_predict_params) for f in group]
+    assert len(fits) == 1  # one fit for the three thresholds; the windows learn nothing
+    assert all(isinstance(f, Fitted) and f.error is None for f in out)
+    assert [f.config for f in out] == configs
+    assert out[0].state is None and out[0].method.get_params() == configs[0].get_params()
+    for f in out[2:]:
+        assert f.state.get_params() == f.config.get_params() and f.fit_s > 0
+
+
+def test_a_failed_fit_fails_its_group_only(tmp_path):
+    data = datasets.synthetic(num_seqs=6, layers=1, heads=2, n=24, d=8, seed=0)
+    solo = data.split("eval")  # no train split: learned methods cannot fit
+    out = tmp_path / "r.jsonl"
+    quiet = {"progress": False, "log": lambda m: None}
+    res = sweep(solo, out, methods="sparsefinder_distance", grid="quick", **quiet)
+    assert res == {"done": 0, "skipped": 0, "failed": 3}
+    res = sweep(solo, out, methods="window", grid="quick", **quiet)
+    assert res["done"] == 4 and res["failed"] == 0

@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-__all__ = ["append_record", "provenance", "read_records", "repair_tail"]
+__all__ = ["RecordFile", "append_record", "provenance", "read_records", "repair_tail"]
 
 
 @lru_cache(maxsize=1)
@@ -107,3 +107,31 @@ def repair_tail(path: str | os.PathLike) -> None:
         if data.endswith(b"\n"):
             return
         f.truncate(data.rfind(b"\n") + 1)
+
+
+class RecordFile:
+    """A resumable record file: the keys it already holds, and appends of new records.
+
+    Opening it cuts a torn last line (:func:`repair_tail`) and reads the keys of the complete
+    records, so a run skips what is done and never writes a key twice.
+
+    Attributes:
+        path: the JSON-lines file.
+        done: keys of the records in it.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        repair_tail(self.path)
+        self.done = {r.get("key") for r in read_records(self.path)}
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.done
+
+    def add(self, record: dict[str, Any]) -> bool:
+        """Append ``record`` unless its key is already there; returns whether it was written."""
+        if record["key"] in self.done:
+            return False
+        append_record(self.path, record)
+        self.done.add(record["key"])
+        return True

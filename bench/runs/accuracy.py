@@ -1,0 +1,192 @@
+"""Task accuracy when a method's predicted graph replaces attention at test time.
+
+What is scored is the ``task`` of the dataset's entry in :data:`sparsebench.datasets.DATASETS`,
+on the model the dataset was extracted from. In every layer of that model, α-entmax attention
+is restricted to the graph the method predicts from that layer's own queries and keys (learned
+methods are fitted on the training split of the model's Q/K dataset, layer by layer). The
+bundled models are scored on windows of the held-out plays: next-token loss, accuracy and
+perplexity for the decoder (``next-token``), masked-token loss and accuracy for the encoder
+(``masked-token``, with a fixed, seeded masking). For the ``minilm-entmax`` encoder (``hf``
+extra) the figure is embedding fidelity (``embedding-fidelity``): the cosine similarity between
+each held-out sentence's mean-pooled embedding under full α-entmax attention and under the
+restricted attention. A query whose predicted row is empty attends to nothing — its attention
+output is zero — and never falls back to full attention.
+
+The reference row ``gold`` restricts attention to the gold α-entmax graph, which leaves it
+unchanged: it reproduces full attention.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+
+from tqdm.auto import tqdm
+
+from sparsebench import datasets
+from sparsebench.methods import Method, names
+
+from .records import RecordFile, provenance, read_records
+from .runner import configurations, fit_once, record_key, with_predict_params
+
+__all__ = ["accuracy_sweep", "restrict_with"]
+
+
+def restrict_with(fitted: list[Method]) -> Callable:
+    """A model ``restrict`` hook that asks ``fitted[layer]`` for each layer's graph."""
+
+    def restrict(layer, q, k, lengths, causal):
+        return fitted[layer].predict(q, k, lengths=lengths, causal=causal).to_dense()
+
+    return restrict
+
+
+def accuracy_sweep(
+    model_name: str,
+    out: str | os.PathLike,
+    *,
+    methods: str = "*",
+    grid: str = "quick",
+    max_windows: int | None = 32,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict[str, int]:
+    """Score every configuration of the grid by the task accuracy of a dataset's model.
+
+    ``model_name`` names a dataset of :data:`sparsebench.datasets.DATASETS` whose ``task`` is
+    set; learned methods are fitted on its train split, once per group of configurations that
+    share fit-time parameters. ``grid="default"`` runs each method's default configuration only
+    (the quick mode of ``sparsebench run``). One record per configuration goes to ``out``
+    (resumable); the ``gold`` row runs first and is the reference of the ``delta_`` figures.
+    The run's steps (plan, fit, score, write) stay in this one function so that what is kept
+    between configurations — the current fit, the gold reference — is visible in one place.
+
+    Raises:
+        DatasetError: for an unknown dataset name.
+        ValueError: for a dataset without a task.
+    """
+    spec = _scored(model_name)
+    data = datasets.load(model_name, log=log)
+    n_layers, causal, run_task = _task(spec, data, max_windows)
+    train = data.split("train")
+    records = RecordFile(out)
+    split = f"eval-windows={max_windows or 'all'}"
+
+    configs = [
+        m
+        for name in ["gold", *[n for n in names(methods) if n != "gold"]]
+        for m in configurations(name, grid, causal)
+    ]
+    todo = [m for m in configs if record_key(model_name, m.id, -1, split) not in records]
+    log(
+        f"accuracy {model_name}: {len(todo)} configurations to run, "
+        f"{len(configs) - len(todo)} already in {out}"
+    )
+    reference = {r["method_id"]: r for r in read_records(out) if r.get("split") == split}
+    prov = provenance()
+    written = failed = 0
+
+    def fit(m: Method) -> list[Method]:
+        return [m.clone().fit(train, i) for i in range(n_layers)]
+
+    def bind(layers: list[Method], m: Method) -> list[Method]:
+        return [with_predict_params(f, m) for f in layers]
+
+    bar = tqdm(total=len(todo), disable=not progress, unit="config", desc=f"accuracy {model_name}")
+    # Configurations that differ only in predict-time parameters share one fit of all layers,
+    # run one after another; only the current fit is kept.
+    for group in fit_once(todo, data, fit, bind):
+        for m, method, fitted, fit_s, error in group:
+            bar.update(1)
+            if error is not None:
+                failed += 1
+                log(f"  {m.id}: fit failed ({type(error).__name__}: {error})")
+                continue
+            t0 = time.perf_counter()
+            try:
+                res = run_task(restrict_with([method] * n_layers if fitted is None else fitted))
+            except Exception as e:  # one broken configuration must not end the sweep
+                failed += 1
+                log(f"  {m.id}: failed ({type(e).__name__}: {e})")
+                continue
+            rec = _record(model_name, m, method, split, spec.task, res, reference.get("gold"), prov)
+            rec["fit_s"] = fit_s
+            rec["total_s"] = time.perf_counter() - t0 + (fit_s if m is group[0].config else 0.0)
+            if m.name == "gold":
+                reference["gold"] = rec
+            if records.add(rec):
+                written += 1
+    bar.close()
+    return {"done": written, "skipped": len(configs) - len(todo), "failed": failed}
+
+
+def _scored(name: str) -> datasets.DatasetSpec:
+    """The table entry of dataset ``name``, which must have a task."""
+    spec = datasets.dataset_spec(name)
+    if spec.task is None:
+        scored = [n for n, s in datasets.DATASETS.items() if s.task is not None]
+        raise ValueError(
+            f"dataset {name!r} has no task to score; these have one: {', '.join(scored)}"
+        )
+    return spec
+
+
+def _record(dataset, m, bound, split, task, res, gold, prov) -> dict:
+    """The record of configuration ``m``: its figures ``res``, and their change from ``gold``'s.
+
+    Key and id are the configuration's as asked for; params are those of ``bound`` (``m``
+    bound to the data, so the ``gold`` row shows the data's ``alpha``).
+    """
+    return {
+        "key": record_key(dataset, m.id, -1, split),
+        "kind": "accuracy",
+        "dataset": dataset,
+        "method": m.name,
+        "method_id": m.id,
+        "params": bound.get_params(),
+        "split": split,
+        "task": task,
+        **res,
+        **{
+            f"delta_{f}": None if gold is None else res[f] - gold[f]
+            for f in ("accuracy", "loss", "cosine")
+            if f in res
+        },
+        **prov,
+    }
+
+
+def _task(spec: datasets.DatasetSpec, data, max_windows: int | None) -> tuple[int, bool, Callable]:
+    """Layers, causality and ``run(restrict) -> figures`` of a dataset's task."""
+    if spec.task == "embedding-fidelity":
+        from sparsebench.datasets.minilm import (
+            embedding_fidelity,
+            evenly_spaced,
+            minilm_model_path,
+            minilm_texts,
+        )
+
+        model_dir = minilm_model_path()
+        # The held-out sentences of the dataset's eval split (the same even spacing).
+        texts = evenly_spaced(minilm_texts("eval"), max_windows or 32)
+
+        def run(restrict):
+            return embedding_fidelity(model_dir, texts, restrict, alpha=data.alpha)
+
+        return data.num_layers, data.causal, run
+    if spec.task not in ("next-token", "masked-token"):
+        raise ValueError(f"no accuracy harness for the task {spec.task!r} of {spec.name}")
+
+    from sparsebench.datasets.shakespeare import load_model, load_tokenizer
+    from sparsebench.datasets.train import evaluate_model, token_streams
+
+    model = load_model(spec.model)
+    streams = token_streams(load_tokenizer())["eval"]
+
+    def run(restrict):
+        return evaluate_model(
+            model, streams, seq_len=model.cfg.max_len, restrict=restrict, max_windows=max_windows
+        )
+
+    return model.cfg.n_layers, model.cfg.causal, run

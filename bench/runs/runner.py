@@ -1,0 +1,152 @@
+"""The run loop shared by sweeps and accuracy runs: fit once, vary predict-time parameters.
+
+A run scores many configurations of many methods. Configurations of one method that agree on
+their fit-time parameters (every field not marked ``predict_time``) learn the same state, so
+each such group is fitted once — per layer in a sweep, per model in an accuracy run — and its
+members differ only in the predict-time parameters set on a copy of the fitted instance.
+Results go to a record file (:class:`~.records.RecordFile`), one record per configuration,
+keyed so that a run killed at any point resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, NamedTuple
+
+from sparsebench.datasets import QKData
+from sparsebench.methods import Method, create, get
+
+__all__ = [
+    "Fitted",
+    "configurations",
+    "expand_grid",
+    "fit_key",
+    "fit_once",
+    "group_by_fit",
+    "record_key",
+    "with_predict_params",
+]
+
+
+def expand_grid(name: str, setting: str, causal: bool) -> list[dict[str, Any]]:
+    """Parameter dicts of a method's grid.
+
+    ``paper`` on bidirectional data uses ``paper_mlm`` when the method declares it (the paper's
+    encoder sweep).
+    """
+    cls = get(name)
+    key = setting
+    if setting == "paper" and not causal and "paper_mlm" in cls.grid:
+        key = "paper_mlm"
+    grid = cls.grid.get(key)
+    if grid is None:
+        raise ValueError(f"method {name!r} has no grid {key!r}; it has {sorted(cls.grid)}")
+    keys = list(grid)
+    return [dict(zip(keys, vals, strict=True)) for vals in itertools.product(*grid.values())] or [
+        {}
+    ]
+
+
+def configurations(name: str, grid: str, causal: bool) -> list[Method]:
+    """The configurations of method ``name`` in ``grid`` (``"default"``: its default only).
+
+    Empty when the data is causal and the method does not support causal attention.
+    """
+    if causal and not get(name).tags.supports_causal:
+        return []
+    params = [{}] if grid == "default" else expand_grid(name, grid, causal)
+    return [create(name, **p) for p in params]
+
+
+def record_key(dataset: str, method_id: str, layer: int, split: str) -> str:
+    """Identity of a record: what a resumed run looks up (``layer=-1``: the whole model)."""
+    return f"{dataset}|{method_id}|layer={layer}|{split}"
+
+
+def fit_key(m: Method) -> tuple:
+    """The fit-time parameters of ``m``: configurations with equal keys learn the same state."""
+    return tuple((p, repr(getattr(m, p))) for p in m.fit_params())
+
+
+def with_predict_params(fitted: Method, m: Method) -> Method:
+    """The fitted instance with ``m``'s predict-time parameters (learned state kept)."""
+    inst = copy.copy(fitted)
+    fit = set(fitted.fit_params())
+    for p, v in m.get_params().items():
+        if p not in fit:
+            setattr(inst, p, v)
+    return inst
+
+
+def group_by_fit(configs: Iterable[Method]) -> list[list[Method]]:
+    """Configurations grouped by method and fit-time parameters, in order of first appearance."""
+    groups: dict[tuple, list[Method]] = {}
+    for m in configs:
+        groups.setdefault((m.name, fit_key(m)), []).append(m)
+    return list(groups.values())
+
+
+class Fitted(NamedTuple):
+    """One configuration ready to predict.
+
+    Attributes:
+        config: the configuration as asked for (its id and parameters go in the record).
+        method: ``config`` bound to the data (``Method.for_data``), unfitted.
+        state: what ``fit`` returned for the group, carrying ``config``'s predict-time
+            parameters; ``None`` when the configuration learns nothing (``method`` predicts as
+            it is) or the fit failed.
+        fit_s: seconds the group's fit took (0 when nothing was fitted).
+        error: the exception the group's fit raised, or ``None``.
+    """
+
+    config: Method
+    method: Method
+    state: Any
+    fit_s: float
+    error: Exception | None
+
+
+def fit_once(
+    configs: Iterable[Method],
+    data: QKData,
+    fit: Callable[[Method], Any],
+    bind: Callable[[Any, Method], Any],
+) -> Iterator[list[Fitted]]:
+    """Fit each group of ``configs`` (:func:`group_by_fit`) once and yield its members.
+
+    Every configuration is first bound to ``data`` (``Method.for_data``, e.g. the ``gold`` row
+    takes the data's α); the records keep the configuration as asked for. A group is fitted
+    only when it is reached, so a run holds one fit at a time; a group whose configurations
+    learn nothing is not fitted.
+
+    Args:
+        configs: the configurations, in run order.
+        data: the dataset the configurations run on.
+        fit: ``fit(method)`` -> the fitted state of the group ``method`` (bound) leads, e.g.
+            the instance fitted on one layer, or one per layer; it may raise.
+        bind: ``bind(state, method)`` -> ``state`` with ``method``'s predict-time parameters
+            (see :func:`with_predict_params`). The group's first member gets ``state`` itself.
+
+    Yields:
+        The members of each group as :class:`Fitted`, one list per group.
+    """
+    for group in group_by_fit(configs):
+        bound = [m.for_data(data) for m in group]
+        first = bound[0]
+        if not first.learns:
+            yield [Fitted(m, b, None, 0.0, None) for m, b in zip(group, bound, strict=True)]
+            continue
+        try:
+            t0 = time.perf_counter()
+            state = fit(first)
+            fit_s = time.perf_counter() - t0
+        except Exception as e:  # one broken configuration must not end a run
+            yield [Fitted(m, b, None, 0.0, e) for m, b in zip(group, bound, strict=True)]
+            continue
+        yield [
+            Fitted(m, b, state if b is first else bind(state, b), fit_s, None)
+            for m, b in zip(group, bound, strict=True)
+        ]
