@@ -21,25 +21,93 @@ from __future__ import annotations
 import math
 import weakref
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from sparsebench.methods import Graph, RowIndex, attention_logits, attention_probs, check_qk
+from sparsebench.methods import (
+    Band,
+    Graph,
+    RowIndex,
+    as_lengths,
+    check_qk,
+    real_tokens,
+)
 
-__all__ = ["METRICS", "average_layers", "graph_metrics", "output_error"]
+from .kernels import dense_attention
 
-#: Metric name -> (higher is better, description).
-METRICS: dict[str, tuple[bool, str]] = {
-    "recall": (True, "share of gold edges predicted"),
-    "sparsity": (True, "share of valid pairs not predicted"),
-    "exact": (True, "share of queries whose gold keys are all predicted"),
-    "precision": (True, "share of predicted edges that are gold"),
-    "mass_recall": (True, "share of gold attention probability on predicted edges"),
-    "block_sparsity": (True, "share of valid kernel blocks with no predicted edge"),
-    "gold_sparsity": (True, "sparsity of the gold graph itself"),
-    "gold_block_sparsity": (True, "block sparsity of the gold graph itself"),
-    "output_error": (False, "relative error of attention restricted to the prediction"),
+__all__ = ["METRICS", "Metric", "average_layers", "graph_metrics", "macro_average", "output_error"]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A reported figure: its record field, ranking direction, table header and cell format.
+
+    ``per_layer`` marks the per-layer fields of sweep records, which the report averages.
+    """
+
+    name: str
+    higher_is_better: bool
+    header: str
+    description: str
+    fmt: str = "{:.3f}"
+    per_layer: bool = False
+
+    @property
+    def arrow(self) -> str:
+        """``↑`` when higher is better, else ``↓``."""
+        return "↑" if self.higher_is_better else "↓"
+
+
+#: Every reported figure by name; the per-layer record fields first, in the order the report
+#: writes them (block sparsity at the sweep's kernel block size).
+METRICS: dict[str, Metric] = {
+    m.name: m
+    for m in (
+        Metric("recall", True, "Recall", "share of gold edges predicted", per_layer=True),
+        Metric("sparsity", True, "Sparsity", "share of valid pairs not predicted", per_layer=True),
+        Metric(
+            "exact", True, "Exact", "share of queries with every gold key predicted", per_layer=True
+        ),
+        Metric(
+            "precision", True, "Precision", "share of predicted edges that are gold", per_layer=True
+        ),
+        Metric(
+            "mass_recall", True, "Mass recall", "share of gold attention mass kept", per_layer=True
+        ),
+        Metric(
+            "gold_sparsity", True, "Gold sparsity", "sparsity of the gold graph", per_layer=True
+        ),
+        Metric(
+            "block_sparsity", True, "Block sparsity", "share of blocks left empty", per_layer=True
+        ),
+        Metric(
+            "gold_block_sparsity",
+            True,
+            "Gold block sparsity",
+            "block sparsity of the gold graph",
+            per_layer=True,
+        ),
+        Metric("fit_s", False, "Fit s", "seconds to fit one layer", "{:.2f}", per_layer=True),
+        Metric(
+            "predict_s", False, "Predict s", "seconds to predict one layer's graphs", per_layer=True
+        ),
+        Metric(
+            "output_error", False, "Output error", "relative error of attention over the prediction"
+        ),
+        Metric(
+            "auc", True, "AUC", "area under the step curve of a method's recall-sparsity frontier"
+        ),
+        Metric(
+            "accuracy", True, "Accuracy", "task accuracy with the prediction as attention", "{:.4f}"
+        ),
+        Metric(
+            "delta_accuracy", True, "Δ accuracy", "task accuracy minus full α-entmax's", "{:+.4f}"
+        ),
+        Metric("x_best_dense", False, "× best dense", "end-to-end time over the best dense kernel"),
+        Metric("peak_mb", False, "Peak MB", "extra peak memory in MB", "{:.0f}"),
+    )
 }
 
 
@@ -49,11 +117,7 @@ def _resolve(pred: Graph, gold: Graph, lengths, causal) -> tuple[Tensor | None, 
     if lengths is None:
         lengths = gold.lengths if gold.lengths is not None else pred.lengths
     else:
-        lengths = torch.as_tensor(lengths, dtype=torch.long).reshape(-1).cpu()
-        if lengths.shape[0] != pred.shape[0]:
-            raise ValueError(
-                f"lengths has {lengths.shape[0]} entries for a batch of {pred.shape[0]}"
-            )
+        lengths = as_lengths(lengths, pred.shape[0])
     return lengths, bool(causal or gold.causal or pred.causal)
 
 
@@ -68,8 +132,12 @@ def _weights_slab(probs: Tensor | Graph, s: int, e: int, shape) -> Tensor:
     return sum(p.slab_weights(s, e, shape).to(torch.float64) for p in parts)
 
 
-def _macro(per_bh: Tensor) -> tuple[float, list[float]]:
-    """Mean over sequences (ignoring NaN), then over heads."""
+def macro_average(per_bh: Tensor) -> tuple[float, list[float]]:
+    """The paper's average of per-(sequence, head) figures ``(B, H)``.
+
+    Returns:
+        The mean over sequences (ignoring NaN), then over heads; and the per-head means.
+    """
     per_head = torch.nanmean(per_bh, dim=0)
     return float(torch.nanmean(per_head)), [float(x) for x in per_head]
 
@@ -84,6 +152,9 @@ def graph_metrics(
     block_size: int | None = None,
 ) -> dict:
     """Recall, sparsity, exact, precision (and mass recall, block sparsity) of ``pred``.
+
+    One function because every figure is accumulated in the same pass over row chunks, so the
+    ``N × M`` graphs are never materialised whole.
 
     Args:
         pred: predicted graph ``(B, H, N, M)``.
@@ -134,8 +205,7 @@ def graph_metrics(
         inter += both.sum((-1, -2))
         n_gold += g.sum((-1, -2))
         n_pred += p.sum((-1, -2))
-        rows = torch.arange(s, e).view(1, 1, -1)
-        row_valid = rows < L.view(B, 1, 1)  # (B, 1, c)
+        row_valid = real_tokens(L, B, e)[:, None, s:]  # (B, 1, c)
         missing = (g & ~p).any(-1)  # (B, H, c)
         exact_rows += (~missing & row_valid).sum(-1)
         if probs is not None:
@@ -168,7 +238,7 @@ def graph_metrics(
     out: dict = {}
     per_head: dict[str, list[float]] = {}
     for name, v in per_seq.items():
-        out[name], per_head[name] = _macro(v)
+        out[name], per_head[name] = macro_average(v)
     out["per_head"] = per_head
     out["per_sequence"] = per_seq
     return out
@@ -208,16 +278,15 @@ def _gold_chunk(
     B, H, _, M = shape
     idx = part.index[:, :, s:e]
     idx = idx.expand(B, H, *idx.shape[2:])
-    i = torch.arange(s, e).view(1, 1, -1, 1)
-    Lv = L.view(B, 1, 1, 1)
-    ok = (idx >= 0) & (idx < Lv) & (i < Lv)
+    row_valid = real_tokens(L, B, e)[:, None, s:]  # (B, 1, c)
+    ok = (idx >= 0) & (idx < L.view(B, 1, 1, 1)) & row_valid.unsqueeze(-1)
     if causal:
-        ok &= idx <= i
+        ok &= idx <= torch.arange(s, e).view(1, 1, -1, 1)
     out = {
         "idx": idx.clamp(min=0),
         "ok": ok,
         "n_gold": _count(ok),
-        "row_valid": torch.arange(s, e).view(1, 1, -1) < L.view(B, 1, 1),
+        "row_valid": row_valid,
     }
     if use_w:
         w = part.weights[:, :, s:e].expand(B, H, *idx.shape[2:])
@@ -282,20 +351,14 @@ def output_error(
     causal = causal or pred.causal
     pred = pred.with_validity(lengths=lengths, causal=causal)
     B, H, N, _ = q.shape
-    num = torch.zeros(B, H, dtype=torch.float64)
-    den = torch.zeros(B, H, dtype=torch.float64)
+    full = Graph((B, H, N, k.shape[2]), [Band(-N, k.shape[2])], lengths=lengths, causal=causal)
     with torch.no_grad():
-        for s, e in pred.row_chunks():
-            valid = pred.valid_slab(s, e)  # (B|1, 1, c, M)
-            z = attention_logits(q[:, :, s:e], k)  # (B, H, c, M)
-            ref = attention_probs(z.masked_fill(~valid, float("-inf")), "entmax", alpha) @ v
-            approx = (
-                attention_probs(z.masked_fill(~pred.slab(s, e), float("-inf")), "entmax", alpha) @ v
-            )
-            num += ((approx - ref).double() ** 2).sum((-1, -2))
-            den += (ref.double() ** 2).sum((-1, -2))
+        ref = dense_attention(q, k, v, full, normalizer="entmax", alpha=alpha)
+        approx = dense_attention(q, k, v, pred, normalizer="entmax", alpha=alpha)
+    num = ((approx - ref).double() ** 2).sum((-1, -2))
+    den = (ref.double() ** 2).sum((-1, -2))
     per = torch.where(den > 0, (num / den.clamp(min=1e-300)).sqrt(), float("nan"))
-    value, per_head = _macro(per)
+    value, per_head = macro_average(per)
     return {"output_error": value, "per_head": {"output_error": per_head}}
 
 

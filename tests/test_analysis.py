@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from sparsebench.bench.analysis import layer_average, load_records, pareto_frontier, summarize
-from sparsebench.bench.records import append_record
+from sparsebench.bench.report import layer_average, load_records, pareto_frontier, summarize
+from sparsebench.bench.runs import append_record
 
 
 def rec(method_id, layer, sparsity, recall, method="a", dataset="d", **params):

@@ -128,3 +128,41 @@ def test_console_script_runs(tmp_path):
         text=True,
     )
     assert bad.returncode == 2 and bad.stderr.startswith("sparsebench: error:")
+
+
+def test_import_sparsefinder_as_documented(capsys, tmp_path):
+    # README: `sparsebench datasets import-sparsefinder DUMP.pt --out DIR [--rescale-queries]`.
+    g = torch.Generator().manual_seed(0)
+    lengths = [5, 7, 3, 6, 4, 7, 5, 6, 7, 4]
+    dump = tmp_path / "kqs_enc-attn.pt"
+    q = [torch.randn(2, 3, L, 8, generator=g) for L in lengths]
+    k = [torch.randn(2, 3, L, 8, generator=g) for L in lengths]
+    torch.save({"length_src": torch.tensor(lengths), "q": q, "k": k}, dump)
+    argv = ["datasets", "import-sparsefinder", str(dump), "--out", str(tmp_path / "plain")]
+    assert main(argv) == 0
+    assert "wrote" in capsys.readouterr().out
+    plain = QKData.load(tmp_path / "plain")
+    assert plain.lengths.tolist() == lengths and plain.causal is False
+    torch.testing.assert_close(plain.q[1, :, :, :7], q[1], rtol=0, atol=0)
+    argv = [*argv[:3], "--out", str(tmp_path / "scaled"), "--rescale-queries"]
+    assert main(argv) == 0
+    scaled = QKData.load(tmp_path / "scaled")
+    torch.testing.assert_close(scaled.q, plain.q * 8**0.5)
+    assert main(argv[:3]) == 2
+    assert "needs --out DIR" in capsys.readouterr().err
+
+
+def test_speed_specs_use_the_one_spec_parser():
+    from sparsebench.bench.speed_command import speed_specs
+
+    specs = speed_specs("sdpa,dense_entmax;window:w=5,global_tokens=2")
+    assert specs == [
+        ("sdpa", "sdpa", {}),
+        ("dense_entmax", "dense_entmax", {}),
+        ("window:w=5,global_tokens=2", "window", {"w": 5, "global_tokens": 2}),
+    ]
+    with pytest.raises(ValueError, match="expects int"):
+        speed_specs("window:w=x")
+    # The default cases (no --methods) parse too.
+    names = [name for _, name, _ in speed_specs(None)]
+    assert names == ["sdpa", "dense_entmax", "window", "sparsefinder_kmeans"]

@@ -7,8 +7,8 @@ import csv
 import pytest
 
 from sparsebench.bench.cli import main
-from sparsebench.bench.leaderboard import write_leaderboard
-from sparsebench.bench.records import append_record
+from sparsebench.bench.report import write_leaderboard
+from sparsebench.bench.runs import append_record
 
 
 def rec(method, mid, layer, s, r, **extra):
@@ -126,8 +126,7 @@ def test_accuracy_columns_and_plot(tmp_path):
 
 
 def test_speed_table_crossover_and_plot(tmp_path):
-    from sparsebench.bench.analysis import load_records
-    from sparsebench.bench.leaderboard import speed_table
+    from sparsebench.bench.report import load_records, speed_table
 
     results = make(tmp_path)
     sp = results / "speed" / "records.jsonl"
@@ -193,7 +192,7 @@ def test_speed_table_crossover_and_plot(tmp_path):
 def test_records_packed_with_gzip_are_read_and_resumed_after(tmp_path):
     import gzip
 
-    from sparsebench.bench.records import read_records
+    from sparsebench.bench.runs import read_records
 
     results = make(tmp_path)
     plain = results / "toy" / "records.jsonl"
@@ -209,3 +208,29 @@ def test_records_packed_with_gzip_are_read_and_resumed_after(tmp_path):
     append_record(plain, rec("random", "random", 0, 0.5, 0.5))
     recs = read_records(plain)
     assert len(recs) == 10 and recs[-1]["method"] == "random"
+
+
+def test_columns_read_the_metric_table():
+    from sparsebench.bench import METRICS
+    from sparsebench.bench.report import COLUMNS
+
+    for c in COLUMNS:
+        assert c.metric in METRICS
+        assert c.title.endswith("↑" if METRICS[c.metric].higher_is_better else "↓")
+    by = {c.key: c for c in COLUMNS}
+    assert by["sparsity@0.95"].title == "Sparsity @ recall 0.95 ↑"
+    assert by["delta_accuracy@0.95"].format(-0.05) == "-0.0500"
+    assert by["predict_ms"].title == "Predict ms ↓" and by["predict_ms"].format(2.0) == "2.0"
+    assert by["speed_peak_mb"].format(40.4) == "40"
+
+
+def test_layer_average_averages_the_per_layer_metrics(tmp_path):
+    from sparsebench.bench import METRICS
+    from sparsebench.bench.report import layer_average, load_records
+
+    results = make(tmp_path)
+    avg = layer_average(load_records(results / "toy" / "records.jsonl"))
+    per_layer = [m for m, spec in METRICS.items() if spec.per_layer and m in avg]
+    expected = "recall sparsity exact precision gold_sparsity block_sparsity fit_s predict_s"
+    assert per_layer == expected.split()
+    assert list(avg.columns[3 : 3 + len(per_layer)]) == per_layer

@@ -66,6 +66,21 @@ def test_macro_average_over_sequences_then_heads():
     # A micro average would give (1 + 1 + 0 + 1) / 5 = 0.6: the figure must be the macro one.
 
 
+def test_macro_average_skips_nan_sequences():
+    from sparsebench.bench.metrics import macro_average
+
+    per_bh = torch.tensor([[1.0, float("nan")], [0.0, 0.5], [float("nan"), 1.0]])
+    value, per_head = macro_average(per_bh)
+    assert per_head == pytest.approx([0.5, 0.75]) and value == pytest.approx(0.625)
+
+
+def test_lengths_are_checked_against_the_batch():
+    gold = Graph((2, 1, 4, 4), [Band(0, 0)])
+    with pytest.raises(ValueError, match="3 entries for a batch of 2"):
+        graph_metrics(gold, gold, lengths=[4, 4, 4])
+    assert graph_metrics(gold, gold, lengths=torch.tensor([4, 2], dtype=torch.int32))["recall"] == 1
+
+
 def test_mass_recall_and_block_sparsity():
     gold = g([[1, 1, 0, 0], [0, 1, 0, 0], [0, 0, 1, 1], [0, 0, 0, 1]])
     pred = g([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 0, 0], [0, 0, 0, 1]])

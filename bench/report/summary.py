@@ -1,4 +1,4 @@
-"""Analysis of sweep records: layer averages, Pareto frontiers and summary figures.
+"""Summaries of sweep records: layer averages, Pareto frontiers and summary figures.
 
 A record is one (dataset, method configuration, layer) with its metrics. Configurations are
 compared on layer-averaged figures, as the paper does. The frontier of a method is the set of
@@ -21,8 +21,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..metrics import METRICS
+
 __all__ = [
-    "METRIC_COLUMNS",
     "THRESHOLDS",
     "layer_average",
     "load_records",
@@ -31,18 +32,6 @@ __all__ = [
 ]
 
 THRESHOLDS = (0.90, 0.95, 0.99)
-METRIC_COLUMNS = (
-    "recall",
-    "sparsity",
-    "exact",
-    "precision",
-    "mass_recall",
-    "gold_sparsity",
-    "block_sparsity",
-    "gold_block_sparsity",
-    "fit_s",
-    "predict_s",
-)
 _KEYS = ["dataset", "method", "method_id"]
 
 
@@ -51,7 +40,7 @@ def load_records(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> pd.D
 
     Torn last lines (a killed writer) are skipped. Parameters become ``param.<name>`` columns.
     """
-    from .records import read_records
+    from ..runs import read_records
 
     if isinstance(paths, str | os.PathLike):
         p = Path(paths)
@@ -71,12 +60,14 @@ def load_records(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> pd.D
 def layer_average(df: pd.DataFrame, complete: bool = True) -> pd.DataFrame:
     """One row per (dataset, method configuration): metrics averaged over its layers.
 
+    The averaged metrics are the per-layer ones of :data:`~sparsebench.bench.metrics.METRICS`.
+
     With ``complete`` a configuration counts only when it has as many layers as the most
     complete configuration of its dataset (a sweep still in progress is not half-averaged).
     """
     if df.empty:
         return df
-    metrics = [c for c in METRIC_COLUMNS if c in df.columns]
+    metrics = [name for name, m in METRICS.items() if m.per_layer and name in df.columns]
     keep = [c for c in df.columns if c.startswith("param.")]
     agg = {c: "mean" for c in metrics}
     agg.update({c: "first" for c in keep})

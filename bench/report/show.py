@@ -10,7 +10,7 @@ import torch
 from sparsebench.datasets import QKData
 from sparsebench.methods import Method, gold_graph
 
-from .metrics import graph_metrics
+from ..metrics import graph_metrics
 
 __all__ = ["show"]
 

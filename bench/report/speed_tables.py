@@ -1,0 +1,149 @@
+"""Speed and memory tables from the records of ``sparsebench speed``."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from ..speed import DENSE
+
+__all__ = ["speed_by_method", "speed_markdown", "speed_table"]
+
+
+def speed_table(records: pd.DataFrame) -> pd.DataFrame:
+    """End-to-end time and peak memory per (normalizer, method spec, n).
+
+    Adds the ratio to the best dense kernel of the same normaliser and the crossover length:
+    the smallest n from which the method beats that kernel at every larger measured n.
+    Longer than most functions: one pass that labels the cases, keeps each case's newest run and
+    builds the rows with their ratios and crossover, kept together so the rules read in order.
+    """
+    ok = records[records.get("error", pd.Series([None] * len(records))).isna()].copy()
+    if ok.empty:
+        return ok
+    ok["time_s"] = ok["end_to_end"].map(lambda d: d["median_s"])
+    ok["spread_s"] = ok["end_to_end"].map(lambda d: d["iqr_s"])
+    ok["normalizer"] = ok.get("normalizer", "entmax")
+    ok["device"] = ok.get("device", "cpu")
+    # A method's cases differ by execution path too (dense baselines ignore it).
+    ok["path"] = ok["path"].fillna("auto") if "path" in ok else "auto"
+    if "block_size" in ok:  # layouts at different block sizes are different cases
+        laid = ok["path"].isin(["block", "flex"]) & ok["block_size"].notna()
+        ok.loc[laid, "path"] = (
+            ok.loc[laid, "path"] + " b=" + ok.loc[laid, "block_size"].map(lambda b: str(int(b)))
+        )
+    ok.loc[ok["spec"].isin(list(DENSE)), "path"] = ""
+    # The newest run of each case wins.
+    ok = ok.sort_values("date").groupby(["device", "normalizer", "spec", "path", "n"]).tail(1)
+    rows = []
+    for (device, norm), g in ok.groupby(["device", "normalizer"]):
+        dense = ["sdpa", "xformers"] if norm == "softmax" else ["dense_entmax", "entmax15_full"]
+        best = g[g["spec"].isin(dense)].groupby("n")["time_s"].min()
+        for (spec, path), s in g.groupby(["spec", "path"]):
+            s = s.sort_values("n")
+            beats = [
+                n
+                for n, t in zip(s["n"], s["time_s"], strict=True)
+                if n in best.index and t < best[n]
+            ]
+            cross = math.nan
+            for n in s["n"]:
+                later = [m for m in s["n"] if m >= n and m in best.index]
+                if later and all(m in beats for m in later):
+                    cross = float(n)
+                    break
+            for _, r in s.iterrows():
+                rows.append(
+                    {
+                        "device": device,
+                        "normalizer": norm,
+                        "spec": spec,
+                        "path": path,
+                        "n": r["n"],
+                        "time_s": r["time_s"],
+                        "spread_s": r["spread_s"],
+                        "peak_mb": r.get("peak_mb", math.nan),
+                        "x_best_dense": r["time_s"] / best[r["n"]]
+                        if r["n"] in best.index
+                        else math.nan,
+                        "sparsity": r.get("sparsity", math.nan),
+                        "block_density": r.get("block_density", math.nan),
+                        "crossover_n": math.nan if spec in dense else cross,
+                        "source": r.get("source", ""),
+                        "date": r.get("date", ""),
+                        "git_sha": r.get("git_sha", ""),
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def speed_by_method(sp: pd.DataFrame) -> dict[str, dict]:
+    """Each method's fastest measured case, relative to the best dense kernel, at its largest N.
+
+    ``sp`` is :func:`speed_table`'s output. Returns ``{method: {"speed_x_dense", "speed_peak_mb",
+    "speed_case"}}``; dense baselines are left out.
+    """
+    out: dict[str, dict] = {}
+    if sp is None or sp.empty:
+        return out
+    sp = sp[sp["x_best_dense"].notna() & ~sp["spec"].isin(list(DENSE))].copy()
+    sp["method"] = sp["spec"].str.split(":").str[0]
+    for method, g in sp.groupby("method"):
+        at = g[g["n"] == g["n"].max()]
+        r = at.loc[at["x_best_dense"].idxmin()]
+        out[str(method)] = {
+            "speed_x_dense": float(r["x_best_dense"]),
+            "speed_peak_mb": float(r["peak_mb"]),
+            "speed_case": (
+                f"{r['spec']} ({r['normalizer']}, {r['device']}, {r['path']} path, N={int(r['n'])})"
+            ),
+        }
+    return out
+
+
+def speed_markdown(sp: pd.DataFrame) -> str:
+    """The page ``speed/speed.md``: every case of :func:`speed_table` with its provenance."""
+    dates = pd.to_datetime(sp["date"], errors="coerce", utc=True)
+    shas = sorted({str(x)[:10] for x in sp["git_sha"] if isinstance(x, str) and x})
+    md = [
+        "# Speed and memory",
+        "",
+        f"Generated by `sparsebench leaderboard` from the newest record of each of {len(sp)} "
+        f"cases in `records.jsonl`"
+        + (
+            f", measured {dates.min():%Y-%m-%d} to {dates.max():%Y-%m-%d}"
+            if dates.notna().any()
+            else ""
+        )
+        + (f", git {', '.join(shas)}" if shas else "")
+        + ".",
+        "",
+        "| device | normalizer | method | path | N | end-to-end s ↓ | × best dense ↓ | "
+        "peak MB ↓ | sparsity | block density | crossover N |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for _, r in sp.iterrows():
+        cells = [
+            r["device"],
+            r["normalizer"],
+            f"`{r['spec']}`",
+            r["path"] or "—",
+            str(int(r["n"])),
+            f"{r['time_s']:.4f} ± {r['spread_s']:.4f}",
+            *(
+                ("—" if pd.isna(r[c]) else f"{r[c]:.3f}")
+                for c in ("x_best_dense", "peak_mb", "sparsity", "block_density")
+            ),
+            "—" if pd.isna(r["crossover_n"]) else str(int(r["crossover_n"])),
+        ]
+        md.append("| " + " | ".join(cells) + " |")
+    md += [
+        "",
+        "End-to-end = predict + block layout + attention kernel, median of "
+        "repeats (± interquartile range), each case in a fresh process. Crossover N: "
+        "the smallest measured N from which the method is faster than the best dense "
+        "kernel of the same normaliser at every larger measured N.",
+        "",
+    ]
+    return "\n".join(md)
