@@ -1,8 +1,12 @@
-"""Harnesses: the gold graph, metrics, evaluation and the command line.
+"""Harnesses: the gold graph, metrics, execution, timing, runs, reports and the command line.
 
-The core types are re-exported here so users import them from one place::
+Everything a user or the asv suites need is exported here, so they import from one place::
 
-    from sparsebench.bench import Graph, gold_graph, graph_metrics
+    from sparsebench.bench import Graph, execute, gold_graph, graph_metrics, prepare
+
+The run and report names (``sweep``, ``accuracy_sweep``, ``load_records``,
+``write_leaderboard``, ...) load on first use, so importing the kernels does not pull in pandas
+and matplotlib.
 """
 
 from __future__ import annotations
@@ -10,15 +14,51 @@ from __future__ import annotations
 from sparsebench.methods import Graph, attention_logits, gold_graph
 
 from .evaluate import evaluate
-from .metrics import METRICS, average_layers, graph_metrics, output_error
+from .kernels import BlockPlan, Plan, block_plan, dense_attention, execute, prepare
+from .metrics import METRICS, Metric, average_layers, graph_metrics, output_error
+from .speed import DENSE, GOLD_IMPLS, dense_entmax15, gold_case, measure_case, stopwatch
 
 __all__ = [
+    "DENSE",
+    "GOLD_IMPLS",
     "METRICS",
+    "Metric",
+    "BlockPlan",
     "Graph",
+    "Plan",
     "attention_logits",
     "average_layers",
+    "block_plan",
+    "dense_attention",
+    "dense_entmax15",
     "evaluate",
+    "execute",
+    "gold_case",
     "gold_graph",
     "graph_metrics",
+    "measure_case",
     "output_error",
+    "prepare",
+    "stopwatch",
 ]
+
+_LAZY = {
+    "sweep": "runs",
+    "accuracy_sweep": "runs",
+    "read_records": "runs",
+    "provenance": "runs",
+    "load_records": "report",
+    "layer_average": "report",
+    "pareto_frontier": "report",
+    "summarize": "report",
+    "write_leaderboard": "report",
+}
+__all__ += sorted(_LAZY)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
