@@ -84,8 +84,9 @@ def _catalog(sub) -> None:
 
 
 def _runs(sub) -> None:
-    """Parsers of the scoring commands (`evaluate`, `sweep`, `accuracy`, `run`): one flat list
-    of arguments per subcommand, so it reads as a table and holds no logic.
+    """Parsers of the scoring commands: ``evaluate``, ``sweep``, ``accuracy`` and ``run``.
+
+    One flat list of arguments per subcommand, so it reads as a table and holds no logic.
     """
     s = sub.add_parser("evaluate", help="score one configuration on a dataset")
     s.add_argument("--data", required=True, help="dataset name or directory")
