@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-__all__ = ["CARD_VERSION", "DatasetError", "LayerData", "QKData", "sha256_file"]
+__all__ = ["CARD_VERSION", "DatasetError", "LayerData", "QKData", "content_hash", "sha256_file"]
 
 CARD_VERSION = 1
 _REQUIRED_CARD = (
@@ -62,6 +62,22 @@ def sha256_file(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def content_hash(card: dict[str, Any]) -> str | None:
+    """The identity of a saved dataset: 16 hex digits of a sha256 over what decides its figures.
+
+    Built from the card's per-file sha256 (the tensors), α and causality, so two builds with
+    the same tensors share it and any change to them gives another. ``None`` for a card that
+    lists no files (a dataset that was never saved).
+    """
+    files = card.get("files")
+    if not isinstance(files, dict) or not files:
+        return None
+    h = hashlib.sha256(f"alpha={float(card['alpha'])!r};causal={bool(card['causal'])}".encode())
+    for name in sorted(files):
+        h.update(f";{name}={files[name]['sha256']}".encode())
+    return h.hexdigest()[:16]
 
 
 @dataclass
@@ -133,6 +149,24 @@ class QKData:
                 raise DatasetError(f"{name} contains NaN or inf; the extraction overflowed")
 
     # -- views ----------------------------------------------------------------------------
+    @property
+    def content_hash(self) -> str:
+        """This dataset's identity (see :func:`content_hash`); records are keyed with it.
+
+        A dataset loaded from disk takes it from its card; one built in memory hashes its
+        tensors, lengths, splits, α and causality.
+        """
+        saved = content_hash(self.meta)
+        if saved is not None:
+            return saved
+        h = hashlib.sha256(f"alpha={float(self.alpha)!r};causal={bool(self.causal)}".encode())
+        h.update(";".join(self.splits).encode())
+        for t in (self.q, self.k, self.v, self.lengths):
+            if t is not None:
+                h.update(str((t.dtype, tuple(t.shape))).encode())
+                h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+        return h.hexdigest()[:16]
+
     @property
     def num_layers(self) -> int:
         """Number of layers."""
