@@ -6,6 +6,10 @@ files plus a ``card.json``. ``load(name_or_dir)`` opens a dataset directory, or 
 from the cache, building it on first use. ``DATASETS`` lists the named datasets as
 :class:`DatasetSpec` records: description, builder, and the task and model that
 ``sparsebench accuracy`` scores.
+
+Dataset names are checked with :func:`check_name` before they become paths; writers replace only
+an earlier dataset (see :mod:`.store`), and a named dataset is built in the cache by one process
+at a time (a file lock beside it), so a second one waits and then finds it built.
 """
 
 from __future__ import annotations
@@ -16,8 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .cache import cache_root
+from .card import CARD_VERSION, DatasetError, check_name, name_from
 from .minilm import MINILM_MODEL
-from .qkdata import CARD_VERSION, DatasetError, LayerData, QKData, sha256_file
+from .qkdata import LayerData, QKData, content_hash, sha256_file
+from .store import build_lock, check_target, clean_stale
 from .synthetic import synthetic
 
 __all__ = [
@@ -28,9 +34,12 @@ __all__ = [
     "LayerData",
     "QKData",
     "build",
+    "check_name",
+    "content_hash",
     "dataset_dir",
     "dataset_spec",
     "load",
+    "name_from",
     "sha256_file",
     "synthetic",
 ]
@@ -124,8 +133,9 @@ def dataset_spec(name: str) -> DatasetSpec:
     """The :data:`DATASETS` entry of ``name``.
 
     Raises:
-        DatasetError: for an unknown name (with the closest known one).
+        DatasetError: for an invalid or unknown name (with the closest known one).
     """
+    check_name(name)
     if name not in DATASETS:
         import difflib
 
@@ -136,22 +146,44 @@ def dataset_spec(name: str) -> DatasetSpec:
 
 
 def dataset_dir(name: str) -> Path:
-    """Cache directory of a named dataset (``$SPARSEBENCH_HOME/datasets/<name>``)."""
-    return cache_root() / "datasets" / name
+    """Cache directory of a named dataset (``$SPARSEBENCH_HOME/datasets/<name>``).
+
+    Raises:
+        DatasetError: if ``name`` is not a valid dataset name (:func:`check_name`).
+    """
+    return cache_root() / "datasets" / check_name(name)
+
+
+def _lock_path(name: str) -> Path:
+    return cache_root() / "datasets" / f".{check_name(name)}.lock"
 
 
 def build(
     name: str, out: str | os.PathLike | None = None, log: Callable[[str], None] = print
 ) -> Path:
-    """Build a named dataset into ``out`` (default: its cache directory)."""
+    """Build a named dataset into ``out`` (default: its cache directory, under a file lock).
+
+    Raises:
+        DatasetError: for an invalid or unknown name, or an ``out`` that exists and is not a
+            sparsebench dataset (checked before building; nothing is written or deleted).
+    """
     spec = dataset_spec(name)
     path = Path(out) if out is not None else dataset_dir(name)
-    log(f"building {name} into {path}")
-    return spec.builder(path, log)
+    check_target(path)
+    if out is not None:
+        log(f"building {name} into {path}")
+        return spec.builder(path, log)
+    with build_lock(_lock_path(name), name, log):
+        log(f"building {name} into {path}")
+        return spec.builder(path, log)
 
 
 def load(name_or_dir: str | os.PathLike, *, log: Callable[[str], None] = print) -> QKData:
     """Open a dataset directory, or a named dataset (built into the cache on first use).
+
+    A named dataset missing from the cache is built under the cache's file lock; a process
+    that finds the lock held waits, then loads what the other one built. Temporaries that a
+    killed build left in the cache are removed first.
 
     Raises:
         DatasetError: if it is neither a dataset directory nor a known name.
@@ -162,13 +194,18 @@ def load(name_or_dir: str | os.PathLike, *, log: Callable[[str], None] = print) 
     name = str(name_or_dir)
     if name in DATASETS:
         cached = dataset_dir(name)
+        clean_stale(cached, log)  # what a killed build left; restores a dataset moved aside
         if not (cached / "card.json").exists():
-            build(name, cached, log)
+            with build_lock(_lock_path(name), name, log):
+                if not (cached / "card.json").exists():
+                    check_target(cached)
+                    log(f"building {name} into {cached}")
+                    DATASETS[name].builder(cached, log)
         return QKData.load(cached)
-    if os.sep in name or name.startswith("."):
+    if "/" in name or "\\" in name or name.startswith(".") or path.is_absolute():
         raise DatasetError(
             f"no dataset directory {name!r}; pass a directory written by QKData.save or a "
             f"dataset name ({', '.join(DATASETS)})"
         )
-    dataset_spec(name)  # raises with a suggestion
+    dataset_spec(name)  # raises for an invalid name, or with a suggestion
     raise AssertionError("unreachable")

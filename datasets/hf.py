@@ -29,6 +29,7 @@ from torch import Tensor
 
 from sparsebench.methods import attention_probs
 
+from .card import name_from
 from .qkdata import DatasetError, QKData
 
 __all__ = [
@@ -279,7 +280,7 @@ def extract_hf(
             print(f"  extracted {done}/{len(texts)} sequences")  # noqa: T201
     cfg = net.config
     meta = {
-        "name": Path(str(model)).name if os.path.isdir(model) else str(model),
+        "name": name_from(Path(str(model)).name if os.path.isdir(model) else str(model)),
         "model": str(getattr(cfg, "name_or_path", model)),
         "model_type": cfg.model_type,
         "tokenization": (

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .card import check_name, name_from
 from .qkdata import DatasetError, QKData
 
 __all__ = ["import_sparsefinder"]
@@ -126,16 +127,18 @@ def import_sparsefinder(
         causal: override the causal flag (default: True exactly when ``length_trg`` exists).
         alpha: entmax α of the model that produced the dump (1.5 in the paper).
         eval_fraction: share of sequences (from the end of the file) in the eval split.
-        name: dataset name for the card (default: the file's stem).
+        name: dataset name for the card (default: the file's stem, with every character a
+            name may not hold replaced by ``-``; see :func:`~.card.check_name`).
 
     Returns:
         The sequences zero-padded to the longest, with ``v`` absent (the dumps have no values).
 
     Raises:
         DatasetError: if the file is missing, truncated, not a torch-saved dict, lacks a key, or
-            its lists and tensors disagree in count or shape.
+            its lists and tensors disagree in count or shape, or ``name`` is not a valid name.
     """
     path = Path(path)
+    name = check_name(name) if name is not None else name_from(path.stem)
     if not 0 <= eval_fraction < 1:
         raise DatasetError(f"eval_fraction must lie in [0, 1), got {eval_fraction}")
     obj = _load_dump(path)
@@ -192,7 +195,7 @@ def import_sparsefinder(
     n_eval = int(eval_fraction * S)
     splits = ["train"] * (S - n_eval) + ["eval"] * n_eval
     meta = {
-        "name": name or path.stem,
+        "name": name,
         "source": "Sparsefinder q/k dump",
         "source_file": path.name,
         "side": "decoder (target) self-attention" if mt else "encoder self-attention",

@@ -7,16 +7,17 @@ On disk a dataset is a directory::
     <split>.safetensors  q, k (and v) as (num_seqs, layers, heads, n, d), lengths (num_seqs,)
 
 Queries are stored unscaled: logits are ``q·k/√d``. Directories are written atomically (to a
-temporary sibling, then renamed), and loading checks the card and the checksums.
+temporary sibling, then renamed) and only over an earlier dataset (see :mod:`.store`); loading
+checks the card (see :mod:`.card`), that its files lie inside the directory, and the checksums.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,23 +26,10 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
+from .card import CARD_VERSION, DatasetError, card_file, check_name, read_card
+from .store import check_target, clean_stale, make_temp, replace_dir
+
 __all__ = ["CARD_VERSION", "DatasetError", "LayerData", "QKData", "content_hash", "sha256_file"]
-
-CARD_VERSION = 1
-_REQUIRED_CARD = (
-    "name",
-    "card_version",
-    "alpha",
-    "causal",
-    "layers",
-    "heads",
-    "head_dim",
-    "splits",
-)
-
-
-class DatasetError(ValueError):
-    """A dataset directory or card that cannot be used; the message says what to do."""
 
 
 class LayerData(NamedTuple):
@@ -142,8 +130,15 @@ class QKData:
             )
         if len(self.splits) != S:
             raise DatasetError(f"splits names {len(self.splits)} sequences, the data has {S}")
-        if not self.alpha > 1:
-            raise DatasetError(f"alpha must be > 1, got {self.alpha}")
+        if (
+            not isinstance(self.alpha, (int, float))
+            or isinstance(self.alpha, bool)
+            or not math.isfinite(self.alpha)
+            or not self.alpha > 1
+        ):
+            raise DatasetError(f"alpha must be a finite number > 1, got {self.alpha!r}")
+        if "name" in self.meta:
+            check_name(self.meta["name"])
         for name in ("q", "k"):
             if not torch.isfinite(getattr(self, name)).all():
                 raise DatasetError(f"{name} contains NaN or inf; the extraction overflowed")
@@ -254,7 +249,7 @@ class QKData:
         card.update(
             {
                 "card_version": CARD_VERSION,
-                "name": self.meta.get("name", "unnamed"),
+                "name": check_name(self.meta.get("name", "unnamed")),
                 "alpha": self.alpha,
                 "causal": self.causal,
                 "layers": self.num_layers,
@@ -279,17 +274,36 @@ class QKData:
     def save(self, path: str | os.PathLike, *, extra_card: dict[str, Any] | None = None) -> Path:
         """Write the dataset directory atomically; returns its path.
 
-        Sequences are stored grouped by split, splits in first-seen order.
+        Sequences are stored grouped by split, splits in first-seen order. ``path`` may be
+        absent, an empty directory or an earlier sparsebench dataset, which is replaced;
+        temporaries that a killed write left beside ``path`` are removed first.
+
+        Raises:
+            DatasetError: if ``path`` is a file or a directory that is not a sparsebench dataset
+                (nothing is written or deleted), or the card is invalid.
         """
         from safetensors.torch import save_file
 
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+        check_target(path)
+        card = self.card()
+        if extra_card:
+            card.update(extra_card)
+            check_name(card["name"])
         try:
-            card = self.card()
-            if extra_card:
-                card.update(extra_card)
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise DatasetError(
+                f"cannot create {path.parent} ({e.strerror}); choose another folder"
+            ) from None
+        clean_stale(path)
+        try:
+            tmp = make_temp(path)
+        except OSError as e:
+            raise DatasetError(
+                f"cannot write in {path.parent} ({e.strerror}); choose another folder"
+            ) from None
+        try:
             card["files"] = {}
             card["split_order"] = self.split_names
             card["sparsebench_version"] = _version()
@@ -304,7 +318,7 @@ class QKData:
             with open(tmp / "card.json", "w") as f:
                 json.dump(card, f, indent=2, sort_keys=True)
                 f.write("\n")
-            _replace_dir(tmp, path)
+            replace_dir(tmp, path)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -317,29 +331,13 @@ class QKData:
         from safetensors.torch import load_file
 
         path = Path(path)
-        card_path = path / "card.json"
         if not path.is_dir():
             raise DatasetError(f"{path} is not a dataset directory (no such directory)")
-        if not card_path.is_file():
-            raise DatasetError(f"{path} has no card.json; it is not a sparsebench dataset")
-        try:
-            card = json.loads(card_path.read_text())
-        except json.JSONDecodeError as e:
-            raise DatasetError(
-                f"{card_path} is not valid JSON ({e}); rebuild the dataset"
-            ) from None
-        missing = [key for key in _REQUIRED_CARD if key not in card]
-        if missing or "files" not in card:
-            raise DatasetError(f"{card_path} lacks {missing or ['files']}; rebuild the dataset")
-        if card["card_version"] > CARD_VERSION:
-            raise DatasetError(
-                f"{path} has card version {card['card_version']}, newer than this sparsebench "
-                f"reads ({CARD_VERSION}); upgrade sparsebench"
-            )
+        card = read_card(path)
         parts, splits = [], []
         for name in card.get("split_order", list(card["files"])):
             info = card["files"][name]
-            f = path / info["file"]
+            f = card_file(path, info["file"], path / "card.json")
             if not f.is_file():
                 raise DatasetError(f"{f} is missing; rebuild the dataset")
             if verify and sha256_file(f) != info["sha256"]:
@@ -354,6 +352,13 @@ class QKData:
             for key in ("q", "k", "lengths"):
                 if key not in t:
                     raise DatasetError(f"{f} lacks tensor {key!r}; rebuild the dataset")
+            want = (card["layers"], card["heads"], card["head_dim"])
+            shape = tuple(t["q"].shape)
+            if len(shape) != 5 or (shape[1], shape[2], shape[4]) != want:
+                raise DatasetError(
+                    f"{f} holds q of shape {shape}, but card.json says (layers, heads, head_dim) "
+                    f"= {want}; rebuild the dataset"
+                )
             parts.append(t)
             splits += [name] * int(t["lengths"].shape[0])
         n = max(int(t["q"].shape[3]) for t in parts)
@@ -373,17 +378,6 @@ class QKData:
 
 def _pad_n(t: Tensor, n: int) -> Tensor:
     return torch.nn.functional.pad(t, (0, 0, 0, n - t.shape[3])) if t.shape[3] < n else t
-
-
-def _replace_dir(tmp: Path, path: Path) -> None:
-    """Move ``tmp`` to ``path``; an existing ``path`` is swapped out first, then removed."""
-    old = None
-    if path.exists():
-        old = path.with_name(f".{path.name}.old-{os.getpid()}")
-        os.replace(path, old)
-    os.replace(tmp, path)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _version() -> str:

@@ -137,3 +137,60 @@ def test_padding_masks_are_the_real_lengths():
     for i, L in enumerate(data.lengths.tolist()):
         assert data.k[i, :, :, L:].abs().sum() == 0 and data.v[i, :, :, L:].abs().sum() == 0
         assert data.q[i, :, :, :L].abs().sum(-1).min() > 0
+
+
+def test_names_and_name_from():
+    from sparsebench.datasets import check_name, name_from
+
+    for ok in ("shakespeare-lm", "a", "_x", "v1.2", "kqs_enc-attn"):
+        assert check_name(ok) == ok
+    assert name_from("sentence-transformers/all-MiniLM-L6-v2") == (
+        "sentence-transformers-all-MiniLM-L6-v2"
+    )
+    assert name_from("../..") == "dataset" and name_from(".hidden dump") == "hidden-dump"
+    assert datasets.content_hash is not None
+    assert datasets.content_hash(datasets.synthetic().meta) is None
+
+
+def test_write_into_an_empty_folder_and_over_a_dataset(tmp_path):
+    (tmp_path / "empty").mkdir()
+    datasets.synthetic(seed=0).save(tmp_path / "empty")
+    path = datasets.synthetic(seed=1).save(tmp_path / "empty")
+    assert torch.equal(QKData.load(path).q, datasets.synthetic(seed=1).q)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]
+
+
+def test_one_builder_per_named_dataset(tmp_path, monkeypatch):
+    """A second process waits for the lock, then finds the dataset built and does not rebuild."""
+    import threading
+
+    from sparsebench.datasets import DATASETS, DatasetSpec
+    from sparsebench.datasets.store import build_lock
+
+    monkeypatch.setenv("SPARSEBENCH_HOME", str(tmp_path))
+    calls: list[str] = []
+
+    def builder(out, log):
+        calls.append(str(out))
+        return datasets.synthetic(seed=0).save(out)
+
+    spec = DATASETS["synthetic-bidir"]
+    monkeypatch.setitem(DATASETS, spec.name, DatasetSpec(spec.name, spec.description, builder))
+    lock = tmp_path / "datasets" / ".synthetic-bidir.lock"
+    logs: list[str] = []
+    got: list[QKData] = []
+    with build_lock(lock, "synthetic-bidir"):
+        waiter = threading.Thread(
+            target=lambda: got.append(datasets.load(spec.name, log=logs.append))
+        )
+        waiter.start()
+        for _ in range(200):
+            if logs:
+                break
+            threading.Event().wait(0.02)
+        assert logs and logs[0].startswith("waiting for another process building synthetic-bidir")
+        datasets.synthetic(seed=0).save(datasets.dataset_dir(spec.name))  # the other builder
+    waiter.join(timeout=30)
+    assert calls == [] and len(got) == 1 and torch.equal(got[0].q, datasets.synthetic(seed=0).q)
+    datasets.build(spec.name, log=lambda m: None)  # an explicit build rebuilds, under the lock
+    assert calls == [str(datasets.dataset_dir(spec.name))]
