@@ -31,11 +31,13 @@ from sparsebench.methods import (
     Graph,
     RowIndex,
     as_lengths,
+    check_alpha,
     check_qk,
     real_tokens,
+    to_scoring,
 )
 
-from .kernels import dense_attention
+from .kernels.dense import masked_attention
 
 __all__ = ["METRICS", "Metric", "average_layers", "graph_metrics", "macro_average", "output_error"]
 
@@ -112,6 +114,9 @@ METRICS: dict[str, Metric] = {
 
 
 def _resolve(pred: Graph, gold: Graph, lengths, causal) -> tuple[Tensor | None, bool]:
+    for name, g in (("pred", pred), ("gold", gold)):
+        if not isinstance(g, Graph):
+            raise ValueError(f"{name} must be a sparsebench Graph, got {type(g).__name__}")
     if pred.shape != gold.shape:
         raise ValueError(f"pred has shape {pred.shape} but gold has shape {gold.shape}")
     if lengths is None:
@@ -170,8 +175,17 @@ def graph_metrics(
         and ``per_sequence`` (``{metric: (B, H) tensor}``).
     """
     lengths, causal = _resolve(pred, gold, lengths, causal)
-    if block_size is not None and block_size < 1:
-        raise ValueError(f"block_size must be a positive int, got {block_size}")
+    if block_size is not None and (
+        isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1
+    ):
+        raise ValueError(f"block_size must be a positive int, got {block_size!r}")
+    if isinstance(probs, Tensor):
+        if probs.is_complex() or not probs.is_floating_point():
+            raise ValueError(f"probs must be a floating-point tensor, got {probs.dtype}")
+        if tuple(probs.shape) != pred.shape:
+            raise ValueError(f"probs has shape {tuple(probs.shape)}, the graphs {pred.shape}")
+    elif probs is not None and not isinstance(probs, Graph):
+        raise ValueError(f"probs must be a tensor or a Graph, got {type(probs).__name__}")
     B, H, N, M = pred.shape
     pred = pred.with_validity(lengths=lengths, causal=causal)
     gold = gold.with_validity(lengths=lengths, causal=causal)
@@ -338,14 +352,23 @@ def output_error(
 
     ``‖attn_Ĝ − attn_G‖ / ‖attn_G‖`` per sequence and head (Frobenius norm over its valid
     query rows), averaged like :func:`graph_metrics`. ``attn_Ĝ`` is α-entmax over the predicted
-    valid keys only; a query with no predicted key outputs zero.
+    valid keys only; a query with no predicted key outputs zero. Float16 and bfloat16 inputs
+    are computed in float32 (their scores overflow in half precision).
 
     Returns:
         ``{"output_error": value, "per_head": {"output_error": [H]}}``.
+
+    Raises:
+        ValueError: for invalid tensors, a graph of another shape, or an α that is not finite
+            and > 1.
     """
-    lengths = check_qk(q, k, lengths=lengths, causal=causal)
-    if v.shape[:3] != k.shape[:3]:
-        raise ValueError(f"v {tuple(v.shape)} must match k {tuple(k.shape)} in (B, H, M)")
+    alpha = check_alpha(alpha)
+    lengths = check_qk(q, k, v=v, lengths=lengths, causal=causal)
+    if not isinstance(pred, Graph):
+        raise ValueError(f"pred must be a sparsebench Graph, got {type(pred).__name__}")
+    if pred.shape != (*q.shape[:3], k.shape[2]):
+        raise ValueError(f"pred has shape {pred.shape}, q/k give {(*q.shape[:3], k.shape[2])}")
+    q, k, v = to_scoring(q), to_scoring(k), to_scoring(v)
     if lengths is None:
         lengths = pred.lengths
     causal = causal or pred.causal
@@ -353,8 +376,8 @@ def output_error(
     B, H, N, _ = q.shape
     full = Graph((B, H, N, k.shape[2]), [Band(-N, k.shape[2])], lengths=lengths, causal=causal)
     with torch.no_grad():
-        ref = dense_attention(q, k, v, full, normalizer="entmax", alpha=alpha)
-        approx = dense_attention(q, k, v, pred, normalizer="entmax", alpha=alpha)
+        ref = masked_attention(q, k, v, full, "entmax", alpha)
+        approx = masked_attention(q, k, v, pred, "entmax", alpha)
     num = ((approx - ref).double() ** 2).sum((-1, -2))
     den = (ref.double() ** 2).sum((-1, -2))
     per = torch.where(den > 0, (num / den.clamp(min=1e-300)).sqrt(), float("nan"))

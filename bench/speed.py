@@ -16,6 +16,8 @@ Two suites share the runner (:func:`measure_case`):
 * ``gold`` cases (:func:`gold_case`) time the gold graph against dense ``entmax15`` on seeded
   random q/k, and take the extra resident memory of every call (the same peak-RSS probe, reset
   after the inputs are built).
+
+Cases are checked by :func:`~sparsebench.bench.speed_cases.validate_case` before anything runs.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .speed_cases import DENSE, GOLD_IMPLS, gold_case, validate_case
+
 __all__ = [
     "DENSE",
     "GOLD_IMPLS",
@@ -41,22 +45,8 @@ __all__ = [
     "measure_case",
     "run_case",
     "stopwatch",
+    "validate_case",
 ]
-
-#: Dense baselines of the ``execute`` suite (no graph): name -> description.
-DENSE = {
-    "sdpa": "torch scaled_dot_product_attention, softmax, no mask",
-    "dense_entmax": "exact α-entmax over every pair, row slabs (execute path 'dense', full graph)",
-    "entmax15_full": (
-        "entmax.entmax15 over the full score matrix of each head (the package, as is; heads one "
-        "after another so that n = 8192 fits in memory)"
-    ),
-    "xformers": "xformers memory_efficient_attention, softmax (CUDA only)",
-}
-
-#: Implementations of the ``gold`` suite: the gold graph, and the support of dense ``entmax15``
-#: (exact, and with the package's first partial sort of 64).
-GOLD_IMPLS = ("gold", "entmax15", "entmax15_k64")
 
 
 def dense_entmax15(
@@ -102,7 +92,13 @@ def _sync(device: str) -> None:
 def stopwatch(
     fn: Callable[[], Any], *, device: str = "cpu", warmup: int = 1, repeats: int = 5
 ) -> dict[str, float]:
-    """Median, minimum and interquartile range of ``repeats`` timed calls after ``warmup``."""
+    """Median, minimum and interquartile range of ``repeats`` timed calls after ``warmup``.
+
+    Raises:
+        ValueError: for ``repeats < 1`` or ``warmup < 0``.
+    """
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"stopwatch needs repeats >= 1 and warmup >= 0, got {repeats}, {warmup}")
     for _ in range(warmup):
         fn()
     _sync(device)
@@ -222,7 +218,7 @@ def _run_method(case: dict[str, Any], rec: dict[str, Any], q, k, v) -> dict[str,
 
     device = case.get("device", "cpu")
     n, heads, dim = case["n"], case.get("heads", 8), case.get("dim", 64)
-    normalizer = case.get("normalizer", "entmax")
+    normalizer, alpha = case.get("normalizer", "entmax"), case.get("alpha", 1.5)
     repeats, warmup = case.get("repeats", 5), case.get("warmup", 1)
     m = methods.create(case["method"], **case.get("params", {}))
     if m.learns:
@@ -237,7 +233,7 @@ def _run_method(case: dict[str, Any], rec: dict[str, Any], q, k, v) -> dict[str,
 
     def end_to_end():
         plan = prepare(m.predict(q, k), path=path, block_size=bs)
-        return execute(q, k, v, plan, normalizer=normalizer)
+        return execute(q, k, v, plan, normalizer=normalizer, alpha=alpha)
 
     with torch.no_grad():
         graph = m.predict(q, k)
@@ -260,11 +256,11 @@ def _run_method(case: dict[str, Any], rec: dict[str, Any], q, k, v) -> dict[str,
             )
             rec["block_density"] = plan.layout.density
         t0 = time.perf_counter()
-        execute(q, k, v, plan, normalizer=normalizer)
+        execute(q, k, v, plan, normalizer=normalizer, alpha=alpha)
         _sync(device)
         first = time.perf_counter() - t0
         rec["kernel"] = stopwatch(
-            lambda: execute(q, k, v, plan, normalizer=normalizer),
+            lambda: execute(q, k, v, plan, normalizer=normalizer, alpha=alpha),
             device=device,
             warmup=warmup,
             repeats=repeats,
@@ -279,19 +275,6 @@ def _run_method(case: dict[str, Any], rec: dict[str, Any], q, k, v) -> dict[str,
 
 
 # -- the gold suite -------------------------------------------------------------------------
-def gold_case(impl: str, n: int, heads: int, dim: int, repeats: int, seed: int = 0) -> dict:
-    """A ``gold`` suite case for :func:`measure_case` (``impl`` one of :data:`GOLD_IMPLS`)."""
-    return {
-        "suite": "gold",
-        "impl": impl,
-        "n": n,
-        "heads": heads,
-        "dim": dim,
-        "repeats": repeats,
-        "seed": seed,
-    }
-
-
 def _run_gold(case: dict[str, Any]) -> dict[str, Any]:
     from sparsebench.methods import gold_graph
 
@@ -330,7 +313,12 @@ def _run_gold(case: dict[str, Any]) -> dict[str, Any]:
 
 # -- the runner -----------------------------------------------------------------------------
 def run_case(case: dict[str, Any]) -> dict[str, Any]:
-    """Measure one case in this process (use :func:`measure_case` for memory figures)."""
+    """Measure one case in this process (use :func:`measure_case` for memory figures).
+
+    Raises:
+        ValueError: for a case with bad arguments (:func:`validate_case`), before any work.
+    """
+    validate_case(case)
     if case.get("suite") == "gold":
         return _run_gold(case)
     device = case.get("device", "cpu")
@@ -371,16 +359,16 @@ def measure_case(case: dict[str, Any], timeout: float = 1800) -> dict[str, Any]:
     mapped when allocated and returned when freed: the peak-RSS delta of the measured call then
     counts its whole working set, not only what the allocator could not reuse from the warm-up.
     (Timing runs without it: page faults on every allocation would slow the kernels.) A
-    ``gold`` case takes its memory in its one process. Errors come back as
+    ``gold`` case takes its memory in its one process. Errors while measuring come back as
     ``{"error": ...}``.
 
     Raises:
-        ValueError: a ``gold`` case of an unknown implementation.
+        ValueError: for a case with bad arguments (:func:`validate_case`), before any process
+            starts.
     """
+    validate_case(case)
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     if case.get("suite") == "gold":
-        if case["impl"] not in GOLD_IMPLS:
-            raise ValueError(f"unknown implementation {case['impl']!r}; choose from {GOLD_IMPLS}")
         return _in_fresh_process(case, timeout, env)
     rec = _in_fresh_process(case, timeout, env)
     if "error" in rec or case.get("device", "cpu").startswith("cuda"):

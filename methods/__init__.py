@@ -4,10 +4,12 @@ Add a method in three steps:
 
 1. Write ``methods/<name>.py`` with a ``@register("<name>")`` ``@dataclass(kw_only=True)``
    subclass of :class:`Method` (or :class:`Composable`, to get the paper's ``window`` and
-   ``global_tokens`` options). Its fields are its parameters (mark predict-time knobs with
-   :func:`predict_time`); set the class-level ``tags`` and ``grid`` (``"paper"`` and ``"quick"``
-   sweeps); implement ``_predict(q, k, *, lengths, causal) -> Graph`` and, when it learns,
-   ``fit(train, layer) -> self`` storing state in attributes ending in ``_``.
+   ``global_tokens`` options). Its fields are its parameters: declare ranges with :func:`param`
+   (``num_clusters: int = param(8, min=1)``) and mark predict-time knobs with
+   :func:`predict_time` (same bounds); they are checked on construction. Set the class-level
+   ``tags`` and ``grid`` (``"paper"`` and ``"quick"`` sweeps); implement
+   ``_predict(q, k, *, lengths, causal) -> Graph`` and, when it learns, ``fit(train, layer)
+   -> self`` storing state in attributes ending in ``_``.
 2. Add one import line for the module at the bottom of this file.
 3. Run ``pytest tests/test_methods_common.py``: the registry is the test matrix, so the new
    method gets the contract checks for free.
@@ -26,9 +28,17 @@ from ._base import (
     Grid,
     Method,
     Tags,
-    check_qk,
+    param,
     predict_time,
     window_band,
+)
+from ._checks import (
+    NORMALIZERS,
+    check_alpha,
+    check_normalizer,
+    check_qk,
+    scoring_dtype,
+    to_scoring,
 )
 from ._errors import SpecError, UnknownNameError
 from ._masks import as_lengths, real_tokens, valid_pairs
@@ -50,6 +60,7 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "MLM_WINDOWS",
     "MT_WINDOWS",
+    "NORMALIZERS",
     "Band",
     "BlockLayout",
     "Composable",
@@ -67,6 +78,8 @@ __all__ = [
     "as_lengths",
     "attention_logits",
     "attention_probs",
+    "check_alpha",
+    "check_normalizer",
     "check_params",
     "check_qk",
     "create",
@@ -74,10 +87,13 @@ __all__ = [
     "get",
     "gold_graph",
     "names",
+    "param",
     "parse_spec",
     "predict_time",
     "real_tokens",
     "register",
+    "scoring_dtype",
+    "to_scoring",
     "valid_pairs",
     "window_band",
 ]

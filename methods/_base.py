@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self
 import torch
 from torch import Tensor
 
+from ._checks import check_qk, to_scoring
 from ._errors import UnknownNameError, suggest
-from ._masks import as_lengths
+from ._params import check_values, param
 from .graph import Graph
 from .parts import Band, Globals
 
@@ -28,6 +29,7 @@ __all__ = [
     "Method",
     "Tags",
     "check_qk",
+    "param",
     "predict_time",
 ]
 
@@ -61,51 +63,12 @@ class Tags:
     expected_failures: Mapping[str, str] = field(default_factory=dict)
 
 
-def predict_time(default: Any, **kw: Any) -> Any:
-    """A dataclass field that only matters at predict time (no refit when it changes)."""
-    return field(default=default, metadata={"refit": False, **kw})
+def predict_time(default: Any, **bounds: Any) -> Any:
+    """A dataclass field that only matters at predict time (no refit when it changes).
 
-
-def check_qk(
-    q: Tensor, k: Tensor, *, lengths: Tensor | None = None, causal: bool = False
-) -> Tensor | None:
-    """Validate one layer's queries and keys; returns ``lengths`` as a CPU int64 tensor.
-
-    Raises:
-        ValueError: naming the problem and the fix.
+    ``bounds`` declare its range as for :func:`param` (``min``, ``max``, ``above``, ``choices``).
     """
-    for name, t in (("q", q), ("k", k)):
-        if not isinstance(t, Tensor):
-            raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-        if t.dim() != 4:
-            raise ValueError(
-                f"{name} must be (B, H, N, D) for one layer, got shape {tuple(t.shape)}; "
-                "select a layer first (QKData.layer(i))"
-            )
-        if not t.is_floating_point():
-            raise ValueError(f"{name} must be a float tensor, got {t.dtype}; cast with .float()")
-    B, H, N, D = q.shape
-    if B == 0:
-        raise ValueError("empty batch: q has no sequences (B=0); pass at least one sequence")
-    if N == 0 or k.shape[2] == 0:
-        raise ValueError(f"sequences must have at least one token, got N={N}, M={k.shape[2]}")
-    if k.shape[0] != B or k.shape[1] != H or k.shape[3] != D:
-        raise ValueError(
-            f"q {tuple(q.shape)} and k {tuple(k.shape)} disagree: they need the same batch, "
-            "heads and head dim, (B, H, N, D) and (B, H, M, D)"
-        )
-    if causal and k.shape[2] != N:
-        raise ValueError(
-            f"causal attention needs as many keys as queries, got N={N}, M={k.shape[2]}"
-        )
-    for name, t in (("q", q), ("k", k)):
-        # One reduction: the largest magnitude is NaN or inf exactly when some entry is.
-        if t.numel() and not torch.isfinite(t.abs().amax()):
-            raise ValueError(
-                f"{name} contains NaN or inf values; clean the data (e.g. check the extraction "
-                "for overflow in half precision)"
-            )
-    return as_lengths(lengths, B, bound=min(N, k.shape[2]))
+    return param(default, refit=False, **bounds)
 
 
 @dataclass(kw_only=True)
@@ -115,6 +78,10 @@ class Method:
     Subclasses set ``name`` (through :func:`register`), ``tags`` and ``grid``, and implement
     ``_predict``; learned methods also implement ``fit``. Learned state lives in attributes
     that end in ``_``.
+
+    Parameters are checked when an instance is made (``create``, ``clone``, ``from_spec``) and
+    again before ``predict`` and ``fit`` do any work (:meth:`validate`): each field against its
+    annotation and the bounds declared with :func:`param` / :func:`predict_time`.
     """
 
     name: ClassVar[str] = ""
@@ -124,7 +91,26 @@ class Method:
     grid: ClassVar[Grid] = {}
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        self.validate()
+
     # -- parameters ----------------------------------------------------------------------
+    def validate(self) -> Self:
+        """Check every parameter's type and declared range, then the method's own rules.
+
+        Returns:
+            ``self``.
+
+        Raises:
+            ValueError: one line naming the method, the parameter and its valid range.
+        """
+        check_values(self)
+        self._check_values()
+        return self
+
+    def _check_values(self) -> None:
+        """Hook: checks that relate several parameters (single ranges are declared on fields)."""
+
     @classmethod
     def param_names(cls) -> list[str]:
         """Names of the parameters (the dataclass fields)."""
@@ -221,9 +207,16 @@ class Method:
                 was computed now), so timings stay honest. A sweep uses this.
 
         Returns:
-            The predicted :class:`Graph`, carrying ``lengths`` and ``causal``.
+            The predicted :class:`Graph`, carrying ``lengths`` and ``causal``. Float16 and
+            bfloat16 inputs are predicted from their float32 values (their scores would
+            overflow in half precision).
+
+        Raises:
+            ValueError: for invalid inputs or parameters, before any work is done.
         """
         lengths = check_qk(q, k, lengths=lengths, causal=causal)
+        self.validate()
+        q, k = to_scoring(q), to_scoring(k)
         if causal and not self.tags.supports_causal:
             raise NotImplementedError(f"{self.name} does not support causal attention")
         if self.tags.requires_fit and not self._is_fitted():
@@ -304,8 +297,8 @@ class Composable(Method):
             columns are added to the prediction.
     """
 
-    window: int = predict_time(0)
-    global_tokens: int = predict_time(0)
+    window: int = predict_time(0, min=0)
+    global_tokens: int = predict_time(0, choices=(0, 1, 2))
 
     def _base_key(self) -> tuple | None:
         # _predict never reads the composition parameters; everything else may matter.

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Literal, Self
 import torch
 from torch import Tensor
 
-from ._base import Composable
+from ._base import Composable, param
 from ._masks import real_tokens, valid_pairs
 
 if TYPE_CHECKING:
@@ -171,8 +171,8 @@ class LearnedProjection(Composable):
     """The learned projector shared by the Sparsefinder variants (see the module docstring).
 
     Fitting trains the projector (or takes it from the cache); variants group in the projected
-    space through the hooks ``_units``, ``_targets``, ``_fit_groups`` and
-    ``_check_predict_params``.
+    space through the hooks ``_units``, ``_targets`` and ``_fit_groups``; parameters are checked
+    by their declared bounds (:meth:`Method.validate`) before fitting.
 
     Attributes:
         proj_dim: projected width ``r`` per head.
@@ -191,28 +191,19 @@ class LearnedProjection(Composable):
             (reference behaviour, B6) instead of only keys ``j <= i``.
     """
 
-    proj_dim: int = 4
+    proj_dim: int = param(4, min=1)
     share_projectors: bool = True
-    margin: float = 1.0
-    lr: float = 0.01
-    weight_decay: float = 0.0
-    epochs: int = 1
-    batch_size: int = 16
-    grad_clip: float = 1.0
+    margin: float = param(1.0, min=0)
+    lr: float = param(0.01, above=0)
+    weight_decay: float = param(0.0, min=0)
+    epochs: int = param(1, min=0)
+    batch_size: int = param(16, min=1)
+    grad_clip: float = param(1.0, above=0)
     official_init: bool = False
     official_double_update: bool = False
     official_future_negatives: bool = False
 
     # -- projection --------------------------------------------------------------------------
-    def _check_fit_params(self) -> None:
-        for name in ("proj_dim", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.epochs < 0:
-            raise ValueError(f"epochs must be >= 0, got {self.epochs}")
-        if not self.lr > 0 or not self.grad_clip > 0:
-            raise ValueError(f"lr and grad_clip must be > 0, got {self.lr}, {self.grad_clip}")
-
     def _project(self, x: Tensor, which: Literal["q", "k"]) -> Tensor:
         w, b = (self.w_q_, self.b_q_) if which == "q" else (self.w_k_, self.b_k_)
         H, d, _ = w.shape
@@ -253,8 +244,7 @@ class LearnedProjection(Composable):
         Returns:
             ``self``, with ``w_q_``, ``b_q_``, ``w_k_``, ``b_k_`` (and the variant's state) set.
         """
-        self._check_fit_params()
-        self._check_predict_params()
+        self.validate()
         if id(train) not in _PROJECTIONS:
             _PROJECTIONS[id(train)] = {}
             weakref.finalize(train, _PROJECTIONS.pop, id(train), None)
@@ -330,9 +320,6 @@ class LearnedProjection(Composable):
     def _fit_groups(self, train: QKData, layer: int) -> None:
         """Variant hook run after the projector is trained (k-means centroids)."""
 
-    def _check_predict_params(self) -> None:
-        """Variant hook: validate the parameters that the user may set wrong."""
-
     def _train_units(self, train: QKData, layer: int) -> Tensor:
         """Projected non-padding query and key units of the training split, ``(H, T, width)``."""
         chunks = []
@@ -362,8 +349,7 @@ class LearnedSpace(Composable):
     space: Literal["raw", "projected"] = "raw"
 
     def _fit_space(self, train: QKData, layer: int) -> None:
-        if self.space not in ("raw", "projected"):
-            raise ValueError(f"space must be 'raw' or 'projected', got {self.space!r}")
+        self.validate()
         if self.space == "projected":
             self.projector_ = LearnedProjection(seed=self.seed).fit(train, layer)
 

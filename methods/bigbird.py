@@ -9,7 +9,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from ._base import MLM_WINDOWS, MT_WINDOWS, Composable, Grid, Tags
+from ._base import MLM_WINDOWS, MT_WINDOWS, Composable, Grid, Tags, param
 from ._registry import register
 from .graph import Graph
 from .parts import Band, BlockLayout, Globals, RowIndex
@@ -71,14 +71,14 @@ class BigBird(Composable):
       (the whole sequence is used there).
 
     Attributes:
-        num_random: random key blocks per query block (r).
+        num_random: random key blocks per query block (r); 0 keeps the window and globals.
         block_size: tokens per block (b); 1 = token level.
         official_padded_length: use the padded length for globals and random draws (B7, B8).
         official_plan: restrict random blocks to the official first plan segment.
     """
 
-    num_random: int = 3
-    block_size: int = 1
+    num_random: int = param(3, min=0)
+    block_size: int = param(1, min=1)
     official_padded_length: bool = False
     official_plan: bool = False
     tags: ClassVar[Tags] = Tags(stochastic=True)
@@ -93,10 +93,6 @@ class BigBird(Composable):
         return _random_blocks(self.seed, self.num_random, self.official_plan, nb, head)
 
     def _predict(self, q: Tensor, k: Tensor, *, lengths, causal) -> Graph:
-        if self.num_random < 0:
-            raise ValueError(f"num_random must be >= 0, got {self.num_random}")
-        if self.block_size < 1:
-            raise ValueError(f"block_size must be >= 1, got {self.block_size}")
         B, H, N, _ = q.shape
         M = k.shape[2]
         b, r = self.block_size, self.num_random

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, ClassVar, Literal, Self
 import torch
 from torch import Tensor
 
-from ._base import Composable, Grid, Tags, predict_time
+from ._base import Composable, Grid, Tags, param, predict_time
 from ._masks import real_tokens, valid_pairs
 from ._registry import register
 from .graph import Graph
@@ -75,7 +75,7 @@ class DSA(Composable):
 
     Attributes:
         sigma: projected dimension as a fraction of the head dim.
-        bits: quantisation bits (``None`` or 0 = full precision).
+        bits: quantisation bits, at most 32 (``None`` or 0 = full precision).
         density: fraction of valid keys kept per row (or per tensor for thresholds).
         select: ``"topk"`` or ``"threshold"``.
         fit_projection: learn the projections on the train split (``fit`` is then needed).
@@ -83,9 +83,9 @@ class DSA(Composable):
 
     label: ClassVar[str] = "DSA (Liu et al., 2021)"
 
-    sigma: float = 0.25
-    bits: int | None = predict_time(4)
-    density: float = predict_time(0.1)
+    sigma: float = param(0.25, above=0)
+    bits: int | None = predict_time(4, min=0, max=32)
+    density: float = predict_time(0.1, min=0, max=1)
     select: Literal["topk", "threshold"] = predict_time("topk")
     fit_projection: bool = False
     tags: ClassVar[Tags] = Tags(stochastic=True)
@@ -96,13 +96,11 @@ class DSA(Composable):
     }
 
     def _dim(self, d: int) -> int:
-        if not self.sigma > 0:
-            raise ValueError(f"sigma must be > 0, got {self.sigma}")
         return max(1, round(self.sigma * d))
 
     def fit(self, train: QKData, layer: int) -> Self:
         """Fit the projections on ``train`` when ``fit_projection`` is set (else a no-op)."""
-        if not self.fit_projection:
+        if not self.validate().fit_projection:
             return self
         full = train.layer(layer)
         S, H, n, d = full.q.shape
@@ -150,12 +148,6 @@ class DSA(Composable):
         return qp @ kp.transpose(-1, -2)
 
     def _predict(self, q: Tensor, k: Tensor, *, lengths, causal) -> Graph:
-        if not 0 <= self.density <= 1:
-            raise ValueError(f"density must lie in [0, 1], got {self.density}")
-        if self.bits is not None and self.bits < 0:
-            raise ValueError(f"bits must be >= 0 or None, got {self.bits}")
-        if self.select not in ("topk", "threshold"):
-            raise ValueError(f"select must be 'topk' or 'threshold', got {self.select!r}")
         B, H, N, _ = q.shape
         M = k.shape[2]
         s = self.scores(q, k, lengths)

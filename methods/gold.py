@@ -20,6 +20,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from ._checks import check_alpha, check_normalizer, check_qk, to_scoring
 from .graph import Graph
 from .parts import DenseMask, RowIndex
 
@@ -48,7 +49,14 @@ def attention_probs(scores: Tensor, normalizer: str = "entmax", alpha: float = 1
     A row with no allowed key gets zeros: a query with nothing to attend to outputs nothing
     (it never falls back to full attention). α = 1.5 uses ``entmax15`` (its ``k`` only bounds
     the first partial sort, with a wider fall-back, so the result is exact); other α bisection.
+    The result has the dtype of ``scores`` (callers upcast half-precision scores first).
+
+    Raises:
+        ValueError: for an unknown normalizer, or (``"entmax"``) an α that is not finite and > 1.
     """
+    check_normalizer(normalizer)
+    if normalizer == "entmax":
+        alpha = check_alpha(alpha)
     empty = torch.isinf(scores).all(-1, keepdim=True)
     safe = torch.where(empty, 0.0, scores)
     if normalizer == "softmax":
@@ -60,8 +68,6 @@ def attention_probs(scores: Tensor, normalizer: str = "entmax", alpha: float = 1
             p = entmax15(safe, dim=-1, k=min(64, safe.shape[-1]))
         else:
             p = entmax_bisect(safe, alpha=alpha, dim=-1)
-    else:
-        raise ValueError(f"normalizer must be 'entmax' or 'softmax', got {normalizer!r}")
     return torch.where(empty, 0.0, p)
 
 
@@ -209,10 +215,16 @@ def gold_rows(
 ) -> tuple[Tensor, Tensor | None]:
     """Gold support as a padded key list ``(B, H, N, K)`` (``-1`` pads) and, optionally, probs.
 
-    Arguments as for :func:`gold_graph`. One loop over sequences and row slabs, longer than
-    most functions: the slab's causal and padding masks, the solve and the running width of the
-    key list share the loop's state.
+    Arguments as for :func:`gold_graph` (float16 and bfloat16 are scored in float32; the probs
+    come in the scoring dtype). Shapes are not checked here: :func:`gold_graph` does that. One
+    loop over sequences and row slabs, longer than most functions: the slab's causal and padding
+    masks, the solve and the running width of the key list share the loop's state.
+
+    Raises:
+        ValueError: for an α that is not finite and > 1.
     """
+    alpha = check_alpha(alpha)
+    q, k = to_scoring(q), to_scoring(k)
     B, H, N, D = q.shape
     M = k.shape[2]
     exact15 = alpha == 1.5
@@ -278,9 +290,12 @@ def gold_graph(
     """The gold α-entmax attention graph of one layer.
 
     Args:
-        q: queries ``(B, H, N, D)``, unscaled (logits are ``q·k/√d``).
-        k: keys ``(B, H, M, D)``.
-        alpha: entmax α (> 1); 1.5 uses the exact sort-based algorithm, others bisection.
+        q: queries ``(B, H, N, D)``, unscaled (logits are ``q·k/√d``); real floating point.
+            Float16 and bfloat16 are scored in float32 (their scores overflow in half
+            precision); integer and complex tensors are rejected.
+        k: keys ``(B, H, M, D)``, of the same dtype.
+        alpha: entmax α, finite and > 1; 1.5 uses the exact sort-based algorithm, others
+            bisection.
         lengths: ``(B,)`` valid lengths; keys and queries at or beyond a length are excluded,
             so a fully padded sequence has no edges.
         causal: exclude keys after the query.
@@ -289,12 +304,12 @@ def gold_graph(
     Returns:
         A :class:`Graph` with one :class:`RowIndex` part (or a dense mask when the support is
         wider than an eighth of the keys, where a mask is the smaller form).
-    """
-    from ._base import check_qk
 
+    Raises:
+        ValueError: for invalid tensors or lengths, or an α that is not finite and > 1.
+    """
     lengths = check_qk(q, k, lengths=lengths, causal=causal)
-    if not alpha > 1:
-        raise ValueError(f"alpha must be > 1 for a sparse entmax, got {alpha}")
+    alpha = check_alpha(alpha)
     with torch.no_grad():
         index, probs = gold_rows(
             q, k, alpha=alpha, lengths=lengths, causal=causal, with_probs=with_probs

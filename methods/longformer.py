@@ -8,7 +8,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from ._base import Composable, Grid, Tags, predict_time
+from ._base import Composable, Grid, Tags, param, predict_time
 from ._registry import register
 from .graph import Graph
 from .parts import Globals
@@ -46,8 +46,8 @@ class Longformer(Composable):
         official_padded_length: draw with replacement over the padded length (B8).
     """
 
-    window: int = predict_time(1)
-    max_globals: int = 8
+    window: int = predict_time(1, min=0)
+    max_globals: int = param(8, min=3)
     official_padded_length: bool = False
     tags: ClassVar[Tags] = Tags(stochastic=True)
     grid: ClassVar[Grid] = {
@@ -57,11 +57,6 @@ class Longformer(Composable):
     }
 
     def _predict(self, q: Tensor, k: Tensor, *, lengths, causal) -> Graph:
-        if self.max_globals < 3:
-            raise ValueError(
-                f"max_globals must be >= 3 (the count is drawn from 2..max_globals-1), "
-                f"got {self.max_globals}"
-            )
         B, H, N, _ = q.shape
         M = k.shape[2]
         n = min(N, M)

@@ -8,7 +8,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from ._base import MLM_WINDOWS, MT_WINDOWS, Composable, Grid
+from ._base import MLM_WINDOWS, MT_WINDOWS, Composable, Grid, param
 from ._registry import register
 from .graph import Graph
 from .parts import RowIndex
@@ -52,19 +52,22 @@ class OpenAIFixed(Composable):
         expressivity: number of summary positions ``c`` per block (plus the block end).
     """
 
-    stride: int = 8
-    expressivity: int = 2
+    stride: int = param(8, min=1)
+    expressivity: int = param(2, min=0)
     grid: ClassVar[Grid] = {
         "paper": {"stride": [4, 8, 12, 16, 20], "window": MT_WINDOWS},
         "paper_mlm": {"stride": [4, 8, 12, 16, 20], "window": MLM_WINDOWS},
         "quick": {"stride": [4, 16]},
     }
 
-    def _predict(self, q: Tensor, k: Tensor, *, lengths, causal) -> Graph:
-        if not 0 <= self.expressivity < self.stride:
+    def _check_values(self) -> None:
+        if self.expressivity >= self.stride:
             raise ValueError(
-                f"need 0 <= expressivity < stride, got c={self.expressivity}, l={self.stride}"
+                f"method 'openai_fixed': expressivity must be below stride={self.stride}, "
+                f"got {self.expressivity}"
             )
+
+    def _predict(self, q: Tensor, k: Tensor, *, lengths, causal) -> Graph:
         B, H, N, _ = q.shape
         M = k.shape[2]
         n = max(N, M)

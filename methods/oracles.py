@@ -8,7 +8,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from ._base import Grid, Method, Tags
+from ._base import Grid, Method, Tags, param
 from ._masks import valid_pairs
 from ._registry import register
 from .dsa import top_density
@@ -35,8 +35,8 @@ class TopKOracle(Method):
         density: fraction of each row's valid keys to keep (overrides ``k`` when set).
     """
 
-    k: int = 8
-    density: float | None = None
+    k: int = param(8, min=1)
+    density: float | None = param(None, min=0, max=1)
     tags: ClassVar[Tags] = Tags(reference=True)
     grid: ClassVar[Grid] = {
         "paper": {"k": [1, 2, 4, 8, 16, 32]},
@@ -50,11 +50,7 @@ class TopKOracle(Method):
         valid = valid_pairs(B, N, M, lengths, causal).expand(B, 1, N, M)
         scores = torch.where(valid, attention_logits(q.float(), k.float()), float("-inf"))
         if self.density is not None:
-            if not 0 <= self.density <= 1:
-                raise ValueError(f"density must lie in [0, 1], got {self.density}")
             return Graph((B, H, N, M), [RowIndex(top_density(scores, valid, self.density))])
-        if self.k < 0:
-            raise ValueError(f"k must be >= 0, got {self.k}")
         width = max(1, min(self.k, M))
         _, idx = scores.topk(width, dim=-1)  # (B, H, N, width)
         keep = (torch.arange(width) < self.k).view(1, 1, 1, -1) & valid.expand_as(scores).gather(
@@ -75,7 +71,7 @@ class Random(Method):
         density: probability of keeping each pair.
     """
 
-    density: float = 0.1
+    density: float = param(0.1, min=0, max=1)
     tags: ClassVar[Tags] = Tags(reference=True, stochastic=True)
     grid: ClassVar[Grid] = {
         "paper": {"density": [0.02, 0.05, 0.1, 0.2, 0.3, 0.5]},
@@ -83,8 +79,6 @@ class Random(Method):
     }
 
     def _predict(self, q: Tensor, k: Tensor, *, lengths, causal) -> Graph:
-        if not 0 <= self.density <= 1:
-            raise ValueError(f"density must lie in [0, 1], got {self.density}")
         B, H, N, _ = q.shape
         M = k.shape[2]
         mask = torch.rand(B, H, N, M, generator=self._generator(0)) < self.density

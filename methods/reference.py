@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, ClassVar, Self
 
 from torch import Tensor
 
-from ._base import Grid, Method, Tags
+from ._base import Grid, Method, Tags, param
 from ._registry import register
 from .gold import gold_graph
 from .graph import Graph
@@ -48,10 +48,11 @@ class Gold(Method):
     default row's method id stays ``gold``; a bound one carries its α (``gold[alpha=1.5]``).
 
     Attributes:
-        alpha: entmax α of the attention being predicted; ``None`` = the data's.
+        alpha: entmax α of the attention being predicted, finite and > 1; ``None`` = the
+            data's.
     """
 
-    alpha: float | None = None
+    alpha: float | None = param(None, above=1)
     tags: ClassVar[Tags] = Tags(reference=True)
     grid: ClassVar[Grid] = {"paper": {}, "quick": {}}
 

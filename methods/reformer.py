@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._base import MLM_WINDOWS, MT_WINDOWS, Grid, Tags, predict_time
+from ._base import MLM_WINDOWS, MT_WINDOWS, Grid, Tags, param, predict_time
 from ._learned import LearnedSpace
 from ._masks import real_tokens
 from ._registry import register
@@ -77,11 +77,11 @@ class Reformer(LearnedSpace):
             for a sequence of length ``L``.
     """
 
-    n_buckets: int = 8
-    n_hashes: int = 1
+    n_buckets: int = param(8, min=2)
+    n_hashes: int = param(1, min=1)
     vectors: Literal["separate", "concat"] = "separate"
     graph: Literal["ideal", "executed"] = predict_time("ideal")
-    chunk_size: int | None = predict_time(None)
+    chunk_size: int | None = predict_time(None, min=1)
     tags: ClassVar[Tags] = Tags(stochastic=True)
     grid: ClassVar[Grid] = {
         "paper": {"n_buckets": _MT_BUCKETS, "window": MT_WINDOWS},
@@ -89,21 +89,16 @@ class Reformer(LearnedSpace):
         "quick": {"n_buckets": [2, 8, 30]},
     }
 
-    def _check(self) -> None:
-        if self.n_buckets < 2 or self.n_buckets % 2:
-            raise ValueError(f"n_buckets must be even and >= 2, got {self.n_buckets}")
-        if self.n_hashes < 1:
-            raise ValueError(f"n_hashes must be >= 1, got {self.n_hashes}")
-        if self.vectors not in ("separate", "concat"):
-            raise ValueError(f"vectors must be 'separate' or 'concat', got {self.vectors!r}")
-        if self.graph not in ("ideal", "executed"):
-            raise ValueError(f"graph must be 'ideal' or 'executed', got {self.graph!r}")
-        if self.chunk_size is not None and self.chunk_size < 1:
-            raise ValueError(f"chunk_size must be >= 1 or None, got {self.chunk_size}")
+    def _check_values(self) -> None:
+        if self.n_buckets % 2:
+            raise ValueError(
+                f"method 'reformer': n_buckets must be even (buckets come in ± pairs), "
+                f"got {self.n_buckets}"
+            )
 
     def buckets(self, q: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
         """Bucket ids of queries ``(B, H, N, n_hashes)`` and keys ``(B, H, M, n_hashes)``."""
-        self._check()
+        self.validate()
         B, H, N, D = q.shape
         if self.vectors == "concat":
             if k.shape[2] != N:

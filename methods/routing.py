@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._base import MLM_WINDOWS, MT_WINDOWS, Grid, Tags, predict_time
+from ._base import MLM_WINDOWS, MT_WINDOWS, Grid, Tags, param, predict_time
 from ._learned import LearnedSpace
 from ._masks import real_tokens
 from ._registry import register
@@ -111,8 +111,8 @@ class Routing(LearnedSpace):
         official_padded_length: ``w = N_padded // C + 1`` as in the official code (B8).
     """
 
-    num_clusters: int = 4
-    kmeans_iters: int = 10
+    num_clusters: int = param(4, min=1)
+    kmeans_iters: int = param(10, min=0)
     official_padded_length: bool = predict_time(False)
     tags: ClassVar[Tags] = Tags(stochastic=True)
     grid: ClassVar[Grid] = {
@@ -136,8 +136,6 @@ class Routing(LearnedSpace):
         return torch.stack(out)
 
     def _predict(self, q: Tensor, k: Tensor, *, lengths, causal) -> Graph:
-        if self.num_clusters < 1:
-            raise ValueError(f"num_clusters must be >= 1, got {self.num_clusters}")
         B, H, N, D = q.shape
         M = k.shape[2]
         L = lengths if lengths is not None else torch.full((B,), min(N, M), dtype=torch.long)
@@ -180,16 +178,14 @@ class RoutingTrained(Routing):
         official_ema: no re-normalisation, padding included (B16).
     """
 
-    decay: float = 0.999
-    batch_size: int = 16
+    decay: float = param(0.999, min=0, max=1)
+    batch_size: int = param(16, min=1)
     official_ema: bool = False
     tags: ClassVar[Tags] = Tags(requires_fit=True, stochastic=True)
 
     def fit(self, train: QKData, layer: int) -> Self:
         """Train the centroids of each head of ``layer`` on ``train``."""
-        if not 0 <= self.decay <= 1:
-            raise ValueError(f"decay must lie in [0, 1], got {self.decay}")
-        self._fit_space(train, layer)
+        self._fit_space(train, layer)  # checks the parameters first
         centroids: Tensor | None = None
         for batch in train.batches(layer, self.batch_size):
             bq, bk = self._to_space(batch.q, batch.k)

@@ -64,7 +64,7 @@ class SparsefinderDistance(LearnedProjection):
     """
 
     dist: Literal["l2", "euclidean", "cos"] = predict_time("l2")
-    t: float = predict_time(2.0)
+    t: float = predict_time(2.0, min=0)
     tags: ClassVar[Tags] = Tags(requires_fit=True, stochastic=True)
     grid: ClassVar[Grid] = {
         "paper": {"dist": ["l2"], "t": _L2_T, "window": MT_WINDOWS},
@@ -74,12 +74,7 @@ class SparsefinderDistance(LearnedProjection):
         "quick": {"dist": ["l2"], "t": [1.0, 3.0, 6.0]},
     }
 
-    def _check_predict_params(self) -> None:
-        if self.dist not in ("l2", "euclidean", "cos"):
-            raise ValueError(f"dist must be 'l2', 'euclidean' or 'cos', got {self.dist!r}")
-
     def _predict(self, q: Tensor, k: Tensor, *, lengths, causal) -> Graph:
-        self._check_predict_params()
         qp, kp = self._project(q, "q"), self._project(k, "k")
         if self.dist == "cos":
             qn = torch.nn.functional.normalize(qp, dim=-1)
@@ -162,8 +157,8 @@ class SparsefinderQuantize(LearnedProjection):
     """
 
     mode: Literal["fixed", "dynamic"] = predict_time("fixed")
-    bucket_size: int = predict_time(8)
-    temp: float = predict_time(1.0)
+    bucket_size: int = predict_time(8, min=1)
+    temp: float = predict_time(1.0, above=0)
     official_padded_length: bool = predict_time(False)
     tags: ClassVar[Tags] = Tags(requires_fit=True, stochastic=True)
     grid: ClassVar[Grid] = {
@@ -180,19 +175,12 @@ class SparsefinderQuantize(LearnedProjection):
         "quick": {"mode": ["fixed", "dynamic"], "bucket_size": [4, 12]},
     }
 
-    def _check_predict_params(self) -> None:
-        if self.mode not in ("fixed", "dynamic"):
-            raise ValueError(f"mode must be 'fixed' or 'dynamic', got {self.mode!r}")
-        if self.bucket_size < 1:
-            raise ValueError(f"bucket_size must be >= 1, got {self.bucket_size}")
-
     def _buckets(self, x: Tensor, lengths: Tensor | None) -> Tensor:
         if self.mode == "fixed":
             return fixed_buckets(x, lengths, self.bucket_size)
         return dynamic_buckets(x, lengths, self.bucket_size, self.temp, self.official_padded_length)
 
     def _predict(self, q: Tensor, k: Tensor, *, lengths, causal) -> Graph:
-        self._check_predict_params()
         qb = self._buckets(self._project(q, "q"), lengths)  # (B, H, N, r)
         kb = self._buckets(self._project(k, "k"), lengths)
         B, H, N, _ = q.shape

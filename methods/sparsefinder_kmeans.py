@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 import torch
 from torch import Tensor
 
-from ._base import MLM_WINDOWS, MT_WINDOWS, Grid, Tags, predict_time
+from ._base import MLM_WINDOWS, MT_WINDOWS, Grid, Tags, param, predict_time
 from ._learned import LearnedProjection, gold_mask, sq_dists
 from ._masks import real_tokens, valid_pairs
 from ._registry import register
@@ -24,7 +24,7 @@ from .parts import Band, BlockLayout, Groups
 if TYPE_CHECKING:
     from sparsebench.datasets import LayerData, QKData
 
-__all__ = ["SparsefinderBlocks", "SparsefinderKMeans", "kmeans"]
+__all__ = ["SparsefinderBlocks", "SparsefinderKMeans", "check_top_clusters", "kmeans"]
 
 
 def kmeans(
@@ -93,6 +93,19 @@ def kmeans(
     return cent.view(n_init, H0, C, r)[best, torch.arange(H0, device=x.device)]
 
 
+def check_top_clusters(method: SparsefinderKMeans | SparsefinderBlocks) -> None:
+    """The rule both k-means variants share: ``top_clusters`` at most ``num_clusters``.
+
+    Raises:
+        ValueError: naming both parameters.
+    """
+    if method.top_clusters > method.num_clusters:
+        raise ValueError(
+            f"method {method.name!r}: top_clusters must lie in [1, num_clusters="
+            f"{method.num_clusters}], got {method.top_clusters}"
+        )
+
+
 def _top_clusters(x: Tensor, centroids: Tensor, k: int) -> Tensor:
     """Indices ``(B, H, N, m, k)`` of the ``k`` nearest centroids ``(H, m, C, r)`` per run."""
     dist = sq_dists(x.unsqueeze(2), centroids.unsqueeze(0).to(x.device))  # (B, H, m, N, C)
@@ -130,11 +143,11 @@ class SparsefinderKMeans(LearnedProjection):
         official_forced_diagonal: add the diagonal when ``top_clusters > 1`` (B4).
     """
 
-    num_clusters: int = 8
-    runs: int = 1
-    n_init: int = 10
-    max_iter: int = 300
-    top_clusters: int = predict_time(1)
+    num_clusters: int = param(8, min=1)
+    runs: int = param(1, min=1)
+    n_init: int = param(10, min=1)
+    max_iter: int = param(300, min=1)
+    top_clusters: int = predict_time(1, min=1)
     topk_semantics: Literal["intersection", "per_rank"] = predict_time("intersection")
     official_forced_diagonal: bool = predict_time(False)
     tags: ClassVar[Tags] = Tags(requires_fit=True, stochastic=True)
@@ -152,22 +165,8 @@ class SparsefinderKMeans(LearnedProjection):
         "quick": {"num_clusters": [4, 16], "top_clusters": [1, 2]},
     }
 
-    def _check_fit_params(self) -> None:
-        super()._check_fit_params()
-        for name in ("num_clusters", "runs", "n_init", "max_iter"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-
-    def _check_predict_params(self) -> None:
-        if not 1 <= self.top_clusters <= self.num_clusters:
-            raise ValueError(
-                f"top_clusters must lie in [1, num_clusters={self.num_clusters}], "
-                f"got {self.top_clusters}"
-            )
-        if self.topk_semantics not in ("intersection", "per_rank"):
-            raise ValueError(
-                f"topk_semantics must be 'intersection' or 'per_rank', got {self.topk_semantics!r}"
-            )
+    def _check_values(self) -> None:
+        check_top_clusters(self)
 
     def _fit_groups(self, train: QKData, layer: int) -> None:
         x = self._train_units(train, layer)  # (H, T, r)
@@ -190,7 +189,6 @@ class SparsefinderKMeans(LearnedProjection):
         return top.flatten(-2)  # (B, H, N, m*k), slots ordered (run, rank)
 
     def _predict(self, q: Tensor, k: Tensor, *, lengths, causal) -> Graph:
-        self._check_predict_params()
         qg = self._ids(self._project(q, "q"))
         kg = self._ids(self._project(k, "k"))
         B, H, N, _ = q.shape
@@ -235,11 +233,11 @@ class SparsefinderBlocks(LearnedProjection):
         top_clusters: nearest centroids per block vector.
     """
 
-    block_size: int = 4
-    num_clusters: int = 4
-    n_init: int = 10
-    max_iter: int = 300
-    top_clusters: int = predict_time(1)
+    block_size: int = param(4, min=1)
+    num_clusters: int = param(4, min=1)
+    n_init: int = param(10, min=1)
+    max_iter: int = param(300, min=1)
+    top_clusters: int = predict_time(1, min=1)
     tags: ClassVar[Tags] = Tags(requires_fit=True, stochastic=True)
     grid: ClassVar[Grid] = {
         "paper": {
@@ -257,18 +255,8 @@ class SparsefinderBlocks(LearnedProjection):
         "quick": {"block_size": [4], "num_clusters": [4], "top_clusters": [1, 2]},
     }
 
-    def _check_fit_params(self) -> None:
-        super()._check_fit_params()
-        for name in ("block_size", "num_clusters", "n_init", "max_iter"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-
-    def _check_predict_params(self) -> None:
-        if not 1 <= self.top_clusters <= self.num_clusters:
-            raise ValueError(
-                f"top_clusters must lie in [1, num_clusters={self.num_clusters}], "
-                f"got {self.top_clusters}"
-            )
+    def _check_values(self) -> None:
+        check_top_clusters(self)
 
     def _projection_key(self) -> tuple:
         return (*super()._projection_key(), ("block_size", self.block_size))
@@ -305,7 +293,6 @@ class SparsefinderBlocks(LearnedProjection):
         self.centroids_ = cent.unsqueeze(1)  # (H, 1, C, b*r)
 
     def _predict(self, q: Tensor, k: Tensor, *, lengths, causal) -> Graph:
-        self._check_predict_params()
         qb = self._units(self._project(q, "q"), lengths)
         kb = self._units(self._project(k, "k"), lengths)
         qi = _top_clusters(qb, self.centroids_, self.top_clusters).flatten(-2)  # (B, H, nq, k)

@@ -61,8 +61,8 @@ class Window(Method):
             rows and columns are added (a window + global pattern, as Longformer's fixed form).
     """
 
-    w: int = predict_time(3)
-    global_tokens: int = predict_time(0)
+    w: int = predict_time(3, min=0)
+    global_tokens: int = predict_time(0, choices=(0, 1, 2))
     grid: ClassVar[Grid] = {
         "paper": {"w": MT_WINDOWS},
         "paper_mlm": {"w": _MLM_WINDOWS},

@@ -210,3 +210,25 @@ def test_predict_cache_shares_base_across_window_and_globals(name):
         assert torch.equal(cached, fresh), change
         reused = cache.get("reused_s", 0.0)
         assert (reused > 0) == (i > 0 and m._base_key() is not None), (change, reused)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_declared_bounds_and_float_parameters_are_enforced(name):
+    """Below a declared minimum, NaN in a float, or a wrong type: refused on construction."""
+    cls = methods.get(name)
+    for f in dataclasses.fields(cls):
+        bad = []
+        if "min" in f.metadata:
+            bad.append(f.metadata["min"] - 1)
+        if "above" in f.metadata:
+            bad.append(f.metadata["above"])
+        if "max" in f.metadata:
+            bad.append(f.metadata["max"] + 1)
+        if isinstance(f.default, float):
+            bad += [float("nan"), float("inf")]
+        if isinstance(f.default, bool | int):
+            bad.append("1")
+        for value in bad:
+            with pytest.raises(ValueError, match=f"{f.name} must be") as info:
+                methods.create(name, **{f.name: value})
+            assert "\n" not in str(info.value)

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+import torch
+
 from sparsebench.bench import GOLD_IMPLS, gold_case, measure_case, stopwatch
 from sparsebench.bench.cli import main
+from sparsebench.bench.speed import run_case
 
 
 def test_stopwatch_reports_median_and_spread():
@@ -36,9 +40,17 @@ def test_case_parts_and_memory():
     assert dense["kernel"]["median_s"] > 0
 
 
-def test_gpu_only_baseline_is_reported_not_crashed():
-    rec = measure_case({"method": "xformers", "n": 64, "heads": 2, "dim": 8, "repeats": 1})
-    assert "CUDA" in rec["error"]
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a CPU-only machine")
+def test_gpu_only_baseline_is_refused_before_measuring():
+    case = {"method": "xformers", "n": 64, "heads": 2, "dim": 8, "repeats": 1}
+    with pytest.raises(ValueError, match="CUDA only"):
+        measure_case(case)
+
+
+def test_alpha_reaches_the_kernel():
+    case = {"method": "window", "n": 48, "heads": 2, "dim": 8, "repeats": 1, "alpha": 1.7}
+    rec = run_case({**case, "block_size": 16})
+    assert rec["alpha"] == 1.7 and rec["kernel"]["median_s"] > 0
 
 
 def test_gold_suite_cases_run_on_the_same_harness():

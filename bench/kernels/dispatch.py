@@ -21,10 +21,10 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from sparsebench.methods import Graph, check_qk
+from sparsebench.methods import Graph, check_alpha, check_normalizer, check_qk, to_scoring
 
 from .block import block_attention
-from .dense import dense_attention
+from .dense import masked_attention
 from .flex import flex_attention
 from .grouped import grouped_attention, single_groups
 from .normalize import Normalizer
@@ -74,13 +74,16 @@ def prepare(
         A :class:`Plan`; its ``layout`` is the block layout when the path uses one.
 
     Raises:
-        ValueError: for an unknown path.
+        ValueError: for an unknown path, a block size that is not a positive integer, or a
+            ``graph`` that is not a :class:`~sparsebench.methods.Graph`.
         NotImplementedError: ``grouped`` for a graph that is not one slot of groups.
     """
+    if not isinstance(graph, Graph):
+        raise ValueError(f"graph must be a sparsebench Graph, got {type(graph).__name__}")
+    _check_path(path)
+    _check_block_size(block_size)
     if path == "auto":
         path = "grouped" if single_groups(graph) is not None else "block"
-    if path not in PATHS:
-        raise ValueError(f"unknown path {path!r}; use auto, dense, block, flex or grouped")
     if path == "grouped" and single_groups(graph) is None:
         raise NotImplementedError("the grouped path needs a graph of exactly one Groups slot")
     layout = block_plan(graph, block_size) if path in ("block", "flex") else None
@@ -100,6 +103,9 @@ def execute(
 ) -> Tensor:
     """Attention of ``q`` over ``k``/``v`` restricted to the edges of a graph.
 
+    Float16 and bfloat16 inputs are computed in float32 (their scores overflow in half
+    precision); the output has ``v``'s dtype. Integer and complex inputs are rejected.
+
     Args:
         q: queries ``(B, H, N, D)``, unscaled.
         k: keys ``(B, H, M, D)``.
@@ -107,7 +113,7 @@ def execute(
         plan: a :class:`Plan` from :func:`prepare`, or a :class:`~sparsebench.methods.Graph`
             (prepared here with ``path`` and ``block_size``). Its lengths and causality apply.
         normalizer: ``"entmax"`` (α-entmax, exact over the allowed entries) or ``"softmax"``.
-        alpha: entmax α.
+        alpha: entmax α, finite and > 1.
         path: with a graph, as for :func:`prepare`; with a plan, ``"auto"`` or the plan's own.
         block_size: with a graph, the kernel block size (default 128); with a plan, ``None``
             or the plan's own.
@@ -116,15 +122,39 @@ def execute(
         ``(B, H, N, Dv)``; rows of queries with no allowed key are zero.
 
     Raises:
-        ValueError: on shapes that disagree, an unknown path, or ``path``/``block_size`` that
-            contradict a given plan.
+        ValueError: on invalid tensors or shapes that disagree, an unknown path or normalizer,
+            an α that is not finite and > 1, or ``path``/``block_size`` that contradict a given
+            plan.
         NotImplementedError: ``flex`` with entmax, ``grouped`` on a graph that is not one slot
             of groups.
     """
+    check_normalizer(normalizer)
+    alpha = check_alpha(alpha)
+    plan = _checked_plan(q, k, v, plan, normalizer, path, block_size)
+    graph = plan.graph
+    dtype = v.dtype
+    q, k, v = to_scoring(q), to_scoring(k), to_scoring(v)
+    with torch.no_grad():
+        if plan.path == "dense":
+            out = masked_attention(q, k, v, graph, normalizer, alpha)
+        elif plan.path == "block":
+            out = block_attention(q, k, v, plan.layout, normalizer, alpha)
+        elif plan.path == "grouped":
+            out = grouped_attention(q, k, v, graph, normalizer, alpha)
+        else:
+            out = flex_attention(q, k, v, plan.layout)
+    return out.to(dtype)
+
+
+def _checked_plan(q, k, v, plan, normalizer: str, path: str, block_size: int | None) -> Plan:
+    """The plan ``execute`` runs, after checking the tensors, the path and the block size."""
+    _check_path(path)
+    if block_size is not None:
+        _check_block_size(block_size)
+    if not isinstance(plan, Plan | Graph):
+        raise ValueError(f"plan must be a Plan or a Graph, got {type(plan).__name__}")
     graph = plan.graph if isinstance(plan, Plan) else plan
-    check_qk(q, k, lengths=graph.lengths, causal=graph.causal)
-    if v.shape[:3] != k.shape[:3]:
-        raise ValueError(f"v {tuple(v.shape)} must match k {tuple(k.shape)} in (B, H, M)")
+    check_qk(q, k, v=v, lengths=graph.lengths, causal=graph.causal)
     if graph.shape != (*q.shape[:3], k.shape[2]):
         raise ValueError(f"graph shape {graph.shape} does not match q/k {tuple(q.shape)}")
     if isinstance(plan, Plan):
@@ -137,13 +167,16 @@ def execute(
     else:
         size = DEFAULT_BLOCK_SIZE if block_size is None else block_size
         plan = prepare(graph, path=path, block_size=size)
-    with torch.no_grad():
-        if plan.path == "dense":
-            return dense_attention(q, k, v, graph, normalizer=normalizer, alpha=alpha)
-        if plan.path == "block":
-            return block_attention(q, k, v, plan.layout, normalizer, alpha)
-        if plan.path == "grouped":
-            return grouped_attention(q, k, v, graph, normalizer, alpha)
-        if normalizer != "softmax":
-            raise NotImplementedError("FlexAttention normalises with softmax only")
-        return flex_attention(q, k, v, plan.layout)
+    if plan.path == "flex" and normalizer != "softmax":
+        raise NotImplementedError("FlexAttention normalises with softmax only")
+    return plan
+
+
+def _check_path(path: object) -> None:
+    if path != "auto" and path not in PATHS:
+        raise ValueError(f"unknown path {path!r}; use auto, {', '.join(PATHS)}")
+
+
+def _check_block_size(block_size: object) -> None:
+    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
+        raise ValueError(f"block_size must be a positive integer, got {block_size!r}")
