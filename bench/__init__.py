@@ -17,6 +17,7 @@ from .evaluate import evaluate
 from .kernels import BlockPlan, Plan, block_plan, dense_attention, execute, prepare
 from .metrics import METRICS, Metric, average_layers, graph_metrics, output_error
 from .speed import DENSE, GOLD_IMPLS, dense_entmax15, gold_case, measure_case, stopwatch
+from .speed_cases import validate_case
 
 __all__ = [
     "DENSE",
@@ -40,6 +41,7 @@ __all__ = [
     "output_error",
     "prepare",
     "stopwatch",
+    "validate_case",
 ]
 
 _LAZY = {

@@ -1,9 +1,10 @@
-"""The bodies of the ``sparsebench`` commands; :mod:`.cli` parses the arguments and calls them.
+"""The bodies of the catalog and report commands; :mod:`.cli` parses the arguments.
 
 Each ``cmd_<name>(args) -> int`` takes the parsed arguments and returns the exit status; user
 errors are raised (``CLIError``, ``ValueError``, ``KeyError``, ...) and printed by the CLI as
 one line. Method specs (``--method``/``--param``, ``--methods "a;b:k=v"``) are parsed by
-:func:`sparsebench.methods.parse_spec`, the one spec parser.
+:func:`sparsebench.methods.parse_spec`, the one spec parser. The commands that write run
+folders are in :mod:`.run_commands` and :mod:`.speed_command`.
 """
 
 from __future__ import annotations
@@ -11,22 +12,20 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import time
-from pathlib import Path
+import sys
 from typing import Any
 
 __all__ = [
     "CLIError",
-    "bundled_datasets",
-    "cmd_accuracy",
     "cmd_datasets",
     "cmd_evaluate",
     "cmd_leaderboard",
     "cmd_methods",
-    "cmd_run",
+    "cmd_publish",
     "cmd_show",
-    "cmd_sweep",
+    "echo",
     "text_table",
+    "warn",
 ]
 
 
@@ -50,8 +49,14 @@ def text_table(rows: list[dict], cols: list[str]) -> str:
     return "\n".join(lines)
 
 
-def _log(message: str) -> None:
+def echo(message: str) -> None:
+    """Print a line of a command's output (flushed, so progress shows as it happens)."""
     print(message, flush=True)
+
+
+def warn(message: str) -> None:
+    """Print a warning line on stderr: ``sparsebench: warning: ...``."""
+    print(f"sparsebench: warning: {message}", file=sys.stderr, flush=True)
 
 
 def cmd_methods(args) -> int:
@@ -88,11 +93,13 @@ def cmd_evaluate(args) -> int:
     """Score one configuration and print metrics averaged over layers."""
     from sparsebench import datasets
     from sparsebench.bench import evaluate
+    from sparsebench.bench.runs import check_layers, check_split
     from sparsebench.methods import from_spec
 
     method = from_spec(args.method, args.param or ())
     data = datasets.load(args.data)
-    layers = None if args.layer is None else [args.layer]
+    layers = None if args.layer is None else check_layers(data, [args.layer])
+    check_split(data, args.split)
     res = evaluate(
         data,
         method,
@@ -145,7 +152,7 @@ def cmd_datasets(args) -> int:
     if action == "list":
         _list_datasets()
     elif action == "build":
-        path = datasets.build(args.target, args.out, log=_log)
+        path = datasets.build(args.target, args.out, log=echo)
         print(f"wrote {path}")
     elif action == "info":
         print(json.dumps(datasets.load(args.target).meta, indent=2))
@@ -160,7 +167,7 @@ def cmd_datasets(args) -> int:
     elif action == "train":
         from sparsebench.datasets.shakespeare import train
 
-        train(args.target, steps=args.steps, log=_log)
+        train(args.target, steps=args.steps, log=echo)
     else:
         data = datasets.synthetic(
             num_seqs=args.num_seqs,
@@ -179,53 +186,28 @@ def cmd_datasets(args) -> int:
     return 0
 
 
-def cmd_sweep(args) -> int:
-    """Run a resumable grid sweep and append records."""
-    from sparsebench import datasets
-    from sparsebench.bench.runs import sweep
-
-    data = datasets.load(args.data, log=_log)
-    name = data.meta.get("name", Path(args.data).name)
-    out = Path(args.out) if args.out else Path(args.results) / name / "records.jsonl"
-    layers = [int(x) for x in args.layers.split(",")] if args.layers else None
-    res = sweep(
-        data,
-        out,
-        dataset=name,
-        methods=args.methods,
-        grid=args.grid,
-        layers=layers,
-        executor=args.executor,
-        address=args.address,
-        gpus_per_task=args.gpus_per_task,
-    )
-    print(
-        f"{res['done']} records written, {res['skipped']} already done, "
-        f"{res['failed']} failed -> {out}"
-    )
-    return 0 if res["failed"] == 0 else 1
-
-
-def cmd_accuracy(args) -> int:
-    """Task accuracy with each configuration's graph replacing attention at test time."""
-    from sparsebench.bench.runs import accuracy_sweep
-
-    out = Path(args.results) / args.model / "accuracy.jsonl"
-    windows = None if args.windows == 0 else args.windows
-    res = accuracy_sweep(args.model, out, methods=args.methods, grid=args.grid, max_windows=windows)
-    print(
-        f"{res['done']} records written, {res['skipped']} already done, "
-        f"{res['failed']} failed -> {out}"
-    )
-    return 0 if res["failed"] == 0 else 1
-
-
 def cmd_leaderboard(args) -> int:
     """Write tables, plots and the results page from the records."""
     from sparsebench.bench.report import write_leaderboard
 
-    for path in write_leaderboard(args.results):
+    for path in write_leaderboard(args.results, log=warn):
         print(f"wrote {path}")
+    return 0
+
+
+def cmd_publish(args) -> int:
+    """Merge run folders' records into the published results and regenerate its leaderboard."""
+    from pathlib import Path
+
+    from sparsebench.bench.report import publish
+
+    report = publish(args.runs, args.results, replace=args.replace, log=warn)
+    for rel, n in report.items():
+        replaced = (
+            f", {n['replaced']} of another build or version replaced" if n["replaced"] else ""
+        )
+        print(f"{Path(args.results) / rel}: {n['added']} records added, {n['kept']} kept{replaced}")
+    print(f"published into {Path(args.results).resolve()}; leaderboard regenerated")
     return 0
 
 
@@ -235,60 +217,8 @@ def cmd_show(args) -> int:
     from sparsebench.bench.report import show
     from sparsebench.methods import from_spec
 
-    data = datasets.load(args.data, log=_log)
+    data = datasets.load(args.data, log=echo)
     method = from_spec(args.method, args.param or ())
     out = show(data, method, layer=args.layer, head=args.head, seq=args.seq, out=args.out)
     print(f"wrote {out}")
     return 0
-
-
-def bundled_datasets() -> list[str]:
-    """The named datasets extracted from a model that ships with the package.
-
-    ``sparsebench run`` sweeps them by default and scores their models' task accuracy.
-    """
-    from sparsebench.datasets import DATASETS
-    from sparsebench.datasets.shakespeare import MODELS
-
-    return [name for name, spec in DATASETS.items() if spec.model in MODELS]
-
-
-def cmd_run(args) -> int:
-    """The main job: quick sweep of every method on the bundled datasets, then the leaderboard."""
-    from sparsebench import datasets
-    from sparsebench.bench.report import write_leaderboard
-    from sparsebench.bench.runs import accuracy_sweep, sweep
-
-    t0 = time.perf_counter()
-    bundled = bundled_datasets()
-    names = args.data or bundled
-    failed = 0
-    for spec in names:
-        data = datasets.load(spec, log=_log)
-        name = data.meta.get("name", Path(spec).name)
-        out = Path(args.results) / name / "records.jsonl"
-        res = sweep(data, out, dataset=name, methods=args.methods, grid=args.grid)
-        failed += res["failed"]
-        print(f"{name}: {res['done']} records written, {res['skipped']} already done -> {out}")
-        if name in bundled and args.accuracy_windows > 0:
-            acc_out = Path(args.results) / name / "accuracy.jsonl"
-            res = accuracy_sweep(
-                name,
-                acc_out,
-                methods=args.methods,
-                grid="default",
-                max_windows=args.accuracy_windows,
-            )
-            failed += res["failed"]
-            print(f"{name}: task accuracy of each method's default configuration -> {acc_out}")
-    paths = write_leaderboard(args.results)
-    for p in paths:
-        if p.name == "leaderboard.md":
-            print(f"\n{p}:")
-            lines = p.read_text().splitlines()
-            print("\n".join(lines[4:14]))
-    print(
-        f"\nleaderboard: {Path(args.results) / 'index.html'} "
-        f"({time.perf_counter() - t0:.0f} s in all)"
-    )
-    return 0 if failed == 0 else 1

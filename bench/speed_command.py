@@ -1,17 +1,21 @@
 """The body of ``sparsebench speed``: measure cases across lengths, append records, print a table.
 
 Two suites: ``execute`` (predict + layout + sparse attention per method spec, against the dense
-baselines) and ``gold`` (the gold graph against dense entmax). Each case runs in a fresh
-process (:mod:`sparsebench.bench.speed`), and each record is appended as soon as it is measured.
+baselines) and ``gold`` (the gold graph against dense entmax). Every case is built and checked
+before anything is measured or a run folder is made; each then runs in a fresh process
+(:mod:`sparsebench.bench.speed`), and each record is appended as soon as it is measured, to
+``speed/records.jsonl`` of the run folder (or ``--out``), with one writer at a time. A run in
+which every case failed exits with status 1.
 """
 
 from __future__ import annotations
 
+import difflib
 import sys
-from pathlib import Path
 from typing import Any
 
-from .commands import CLIError, text_table
+from .commands import CLIError, echo, text_table
+from .run_commands import records_out
 
 __all__ = ["DEFAULT_SPECS", "cmd_speed", "speed_specs"]
 
@@ -19,62 +23,120 @@ __all__ = ["DEFAULT_SPECS", "cmd_speed", "speed_specs"]
 DEFAULT_SPECS = "sdpa;dense_entmax;window:w=65,global_tokens=2;sparsefinder_kmeans:num_clusters=16"
 
 
+def _check_device(device: str) -> None:
+    """``cpu``, or ``cuda``/``cuda:N`` on a machine that has that GPU."""
+    import torch
+
+    if device == "cpu":
+        return
+    if device.partition(":")[0] != "cuda":
+        raise CLIError(f"--device {device!r}: unknown device; use cpu or cuda")
+    if not torch.cuda.is_available():
+        raise CLIError(
+            f"--device {device}: CUDA is not available on this machine; use --device cpu"
+        )
+    index = device.partition(":")[2]
+    if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
+        raise CLIError(f"--device {device}: this machine has {torch.cuda.device_count()} GPUs")
+
+
 def cmd_speed(args) -> int:
     """Wall-clock and peak memory across lengths, each case in a fresh process."""
-    from sparsebench.bench.runs import provenance
+    from sparsebench.bench.runs import open_run_folder, provenance, records_writer
 
-    lengths = [int(x) for x in args.lengths.split(",")]
+    _check_device(args.device)
+    build = _gold_cases if args.suite == "gold" else _execute_cases
+    cases = build(args)
+    if not any(case is not None for _, case in cases):
+        raise CLIError("no case to measure: every case is above --max-dense; raise it")
+    out = records_out(args)
+    folder = None
+    if out is None:
+        folder = open_run_folder(
+            "speed", getattr(args, "argv", ()), results=args.results, resume=args.resume
+        )
+        echo(f"run folder: {folder}")
+        out = folder / "speed" / "records.jsonl"
     prov = provenance()
-    out = Path(args.out) if args.out else Path(args.results) / "speed" / "records.jsonl"
-    if args.suite == "gold":
-        rows, cols = _gold_suite(args, lengths, prov, out)
-    else:
-        rows, cols = _execute_suite(args, lengths, prov, out)
+    with records_writer(out, keyed=False) as records:
+        if args.suite == "gold":
+            rows, cols = _gold_suite(cases, prov, records)
+        else:
+            rows, cols = _execute_suite(args, cases, prov, records)
     print(text_table(rows, cols))
     dev = f"{prov['device']} ({prov['cpu']})"
     print(f"device: {dev}, {prov['threads']} threads, torch {prov['torch']}")
-    print(f"records appended to {out}")
+    print(f"records appended to {out.resolve()}")
+    if folder is not None:
+        print(f"run folder: {folder}")
+    measured = [r for r in rows if "note" not in r or not str(r.get("note", "")).startswith("skip")]
+    if measured and all(r.get("error") for r in measured):
+        print("sparsebench: every case failed; see the error column", file=sys.stderr)
+        return 1
     return 0
 
 
 def speed_specs(methods: str | None) -> list[tuple[str, str, dict[str, Any]]]:
     """``--methods`` of the execute suite as ``(spec, name, params)``, parsed up front.
 
-    Specs are separated by ``;``; an item without ``:`` may also list several names separated
-    by ``,``. Dense baselines (``sdpa``, ``dense_entmax``, ...) take no parameters.
+    The same syntax as every ``--methods`` (:func:`sparsebench.bench.runs.select_methods`):
+    globs and specs separated by ``;``, an item without ``:`` may also list several names
+    separated by ``,``. Dense baselines (``sdpa``, ``dense_entmax``, ...) are names too and
+    take no parameters.
     """
     from sparsebench.bench import DENSE
-    from sparsebench.methods import parse_spec
+    from sparsebench.bench.runs import select_methods
 
-    specs = (methods or DEFAULT_SPECS).split(";")
-    specs = [x for spec in specs for x in ([spec] if ":" in spec else spec.split(","))]
-    out = []
-    for spec in specs:
-        name = spec.partition(":")[0]
-        out.append((spec, name, {}) if name in DENSE else (spec, *parse_spec(spec)))
-    return out
+    return select_methods(methods or DEFAULT_SPECS, extra=list(DENSE))
 
 
-def _gold_suite(args, lengths: list[int], prov: dict, out: Path) -> tuple[list[dict], list[str]]:
-    """The gold graph against dense entmax: one record per (implementation, n)."""
-    from sparsebench.bench import GOLD_IMPLS, gold_case, measure_case
-    from sparsebench.bench.runs import append_record
+def _validate(case: dict[str, Any]) -> None:
+    """The speed harness's check of a case (:func:`sparsebench.bench.validate_case`)."""
+    from sparsebench.bench import validate_case
 
-    impls = args.methods.split(",") if args.methods else ["gold", "entmax15"]
+    validate_case(case)
+
+
+def _gold_cases(args) -> list[tuple[dict, dict | None]]:
+    """``(row, case)`` per (n, implementation); ``case`` is ``None`` for a skipped one."""
+    from sparsebench.bench import GOLD_IMPLS, gold_case
+
+    impls = [x.strip() for x in (args.methods or "gold,entmax15").split(",") if x.strip()]
     for impl in impls:
         if impl not in GOLD_IMPLS:
-            raise CLIError(f"unknown implementation {impl!r}; choose from {', '.join(GOLD_IMPLS)}")
-    rows: list[dict] = []
-    for n in lengths:
+            close = difflib.get_close_matches(impl, GOLD_IMPLS, n=1)
+            hint = (
+                f"did you mean {close[0]!r}?" if close else f"choose from {', '.join(GOLD_IMPLS)}"
+            )
+            raise CLIError(f"--methods: unknown gold implementation {impl!r}; {hint}")
+    cases: list[tuple[dict, dict | None]] = []
+    for n in args.lengths:
         for impl in impls:
             if impl != "gold" and n > args.max_dense:
-                rows.append({"impl": impl, "n": n, "note": f"skipped (n > {args.max_dense})"})
+                cases.append(
+                    ({"impl": impl, "n": n, "note": f"skipped (n > {args.max_dense})"}, None)
+                )
                 continue
-            print(f"measuring {impl} n={n} ...", file=sys.stderr, flush=True)
-            rec = measure_case(gold_case(impl, n, args.heads, args.dim, args.repeats))
-            rec.update({"suite": "gold", **prov})
-            rows.append(rec)
-            append_record(out, rec)
+            case = gold_case(impl, n, args.heads, args.dim, args.repeats)
+            _validate(case)
+            cases.append(({"impl": impl, "n": n}, case))
+    return cases
+
+
+def _gold_suite(cases, prov: dict, records) -> tuple[list[dict], list[str]]:
+    """The gold graph against dense entmax: one record per (implementation, n)."""
+    from sparsebench.bench import measure_case
+
+    rows: list[dict] = []
+    for row, case in cases:
+        if case is None:
+            rows.append(row)
+            continue
+        print(f"measuring {row['impl']} n={row['n']} ...", file=sys.stderr, flush=True)
+        rec = measure_case(case)
+        rec.update({"suite": "gold", **prov})
+        rows.append(rec)
+        records.add(rec)
     base = {
         r["n"]: r["time_min_s"] for r in rows if r.get("impl") == "entmax15" and "time_min_s" in r
     }
@@ -82,17 +144,14 @@ def _gold_suite(args, lengths: list[int], prov: dict, out: Path) -> tuple[list[d
         if "time_min_s" in r and r["n"] in base:
             r["speedup_vs_entmax15"] = base[r["n"]] / r["time_min_s"]
     cols = ["impl", "n", "time_min_s", "time_median_s", "peak_extra_mb", "speedup_vs_entmax15"]
-    return rows, [*cols, "note"]
+    return rows, [*cols, "error", "note"]
 
 
-def _execute_suite(args, lengths: list[int], prov: dict, out: Path) -> tuple[list[dict], list[str]]:
-    """Predict + layout + kernel per method spec and n, with the ratio to the dense baseline."""
-    from sparsebench.bench import measure_case
-    from sparsebench.bench.runs import append_record
-
+def _execute_cases(args) -> list[tuple[dict, dict | None]]:
+    """``(row, case)`` per (n, method spec), every case checked before any is measured."""
     specs = speed_specs(args.methods)
-    rows: list[dict] = []
-    for n in lengths:
+    cases: list[tuple[dict, dict | None]] = []
+    for n in args.lengths:
         for spec, name, params in specs:
             if name == "entmax15_full" and n > args.max_dense:
                 continue
@@ -108,18 +167,30 @@ def _execute_suite(args, lengths: list[int], prov: dict, out: Path) -> tuple[lis
                 "block_size": args.block_size,
                 "repeats": args.repeats,
             }
-            print(f"measuring {spec} n={n} ...", file=sys.stderr, flush=True)
-            rec = measure_case(case)
-            rec.update({"suite": "execute", "spec": spec, **prov})
-            append_record(out, rec)
-            flat = {"spec": spec, "n": n, "error": rec.get("error", "")}
-            for part in ("predict", "layout", "kernel", "end_to_end"):
-                if part in rec:
-                    flat[f"{part}_s"] = rec[part]["median_s"]
-            flat["peak_mb"] = rec.get("peak_mb")
-            flat["sparsity"] = rec.get("sparsity")
-            flat["block_density"] = rec.get("block_density")
-            rows.append(flat)
+            _validate(case)
+            cases.append(({"spec": spec, "n": n}, case))
+    return cases
+
+
+def _execute_suite(args, cases, prov: dict, records) -> tuple[list[dict], list[str]]:
+    """Predict + layout + kernel per method spec and n, with the ratio to the dense baseline."""
+    from sparsebench.bench import measure_case
+
+    rows: list[dict] = []
+    for row, case in cases:
+        spec, n = row["spec"], row["n"]
+        print(f"measuring {spec} n={n} ...", file=sys.stderr, flush=True)
+        rec = measure_case(case)
+        rec.update({"suite": "execute", "spec": spec, **prov})
+        records.add(rec)
+        flat = {"spec": spec, "n": n, "error": rec.get("error", "")}
+        for part in ("predict", "layout", "kernel", "end_to_end"):
+            if part in rec:
+                flat[f"{part}_s"] = rec[part]["median_s"]
+        flat["peak_mb"] = rec.get("peak_mb")
+        flat["sparsity"] = rec.get("sparsity")
+        flat["block_density"] = rec.get("block_density")
+        rows.append(flat)
     dense = "sdpa" if args.normalizer == "softmax" else "dense_entmax"
     base = {r["n"]: r["end_to_end_s"] for r in rows if r["spec"] == dense and "end_to_end_s" in r}
     for r in rows:

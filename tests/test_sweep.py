@@ -186,3 +186,22 @@ def test_a_failed_fit_fails_its_group_only(tmp_path):
     assert res == {"done": 0, "skipped": 0, "failed": 3}
     res = sweep(solo, out, methods="window", grid="quick", **quiet)
     assert res["done"] == 4 and res["failed"] == 0
+
+
+def test_sweep_checks_split_layers_and_methods_before_writing(tmp_path):
+    data = datasets.synthetic(num_seqs=4, layers=2, heads=2, n=16, d=8, seed=0)
+    out = tmp_path / "r.jsonl"
+    quiet = {"progress": False, "log": lambda m: None}
+    train_only = data.select([0, 1])
+    train_only.splits = ["train", "train"]
+    with pytest.raises(ValueError, match="no split 'eval'; its splits are train"):
+        sweep(train_only, out, methods="window", **quiet)
+    with pytest.raises(ValueError, match="out of range"):
+        sweep(data, out, methods="window", layers=[-1], **quiet)
+    with pytest.raises(ValueError, match="given twice"):
+        sweep(data, out, methods="window", layers=[1, 1], **quiet)
+    with pytest.raises(ValueError, match="did you mean 'window'"):
+        sweep(data, out, methods="windw", **quiet)
+    with pytest.raises(ValueError, match="invalid dataset name"):
+        sweep(data, out, dataset="../x", methods="window", **quiet)
+    assert not out.exists()

@@ -18,6 +18,7 @@ import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
+from typing import NamedTuple
 
 import pandas as pd
 
@@ -25,8 +26,11 @@ from ..metrics import METRICS
 
 __all__ = [
     "THRESHOLDS",
+    "Identity",
+    "identity_columns",
     "layer_average",
     "load_records",
+    "newest_identity",
     "pareto_frontier",
     "summarize",
 ]
@@ -55,6 +59,67 @@ def load_records(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> pd.D
                 flat[f"param.{k}"] = json.dumps(v) if isinstance(v, list | dict) else v
             rows.append(flat)
     return pd.DataFrame(rows)
+
+
+class Identity(NamedTuple):
+    """Which records a table comes from: one dataset build and one sparsebench version.
+
+    Attributes:
+        dataset_hash: the dataset's content hash, ``"unknown"`` for records written before
+            datasets were hashed.
+        version: the sparsebench version of the records.
+        left_out: how many records of other builds or versions were left out.
+    """
+
+    dataset_hash: str
+    version: str
+    left_out: int
+
+    def describe(self) -> str:
+        """One sentence for a table's header."""
+        build = (
+            "an unknown dataset build (records written before builds were hashed)"
+            if self.dataset_hash == "unknown"
+            else f"dataset build {self.dataset_hash}"
+        )
+        text = f"From {build}, sparsebench {self.version}."
+        if self.left_out:
+            text += f" Left out {self.left_out} records of other dataset builds or versions."
+        return text
+
+
+def identity_columns(df: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """Each record's dataset hash and sparsebench version as text, ``"unknown"`` where missing."""
+
+    def col(name: str) -> pd.Series:
+        if name not in df:
+            return pd.Series("unknown", index=df.index)
+        c = df[name].astype(object)
+        return c.where(c.notna(), "unknown").astype(str)
+
+    return col("dataset_hash"), col("sparsebench")
+
+
+def newest_identity(df: pd.DataFrame) -> tuple[pd.DataFrame, Identity]:
+    """The records of one dataset that share the identity of its newest record.
+
+    Records of different dataset builds (content hashes) or sparsebench versions are never
+    merged: the identity of the newest record (by ``date``; the last one when no date reads)
+    is kept and the others are counted. A missing ``dataset_hash`` or version is the identity
+    ``"unknown"``.
+    """
+    if df.empty:
+        return df, Identity("unknown", "unknown", 0)
+    hashes, versions = identity_columns(df)
+    dates = (
+        pd.to_datetime(df["date"], errors="coerce", utc=True, format="mixed")
+        if "date" in df
+        else pd.Series(pd.NaT, index=df.index)
+    )
+    newest = dates.idxmax() if dates.notna().any() else df.index[-1]
+    keep = (hashes == hashes[newest]) & (versions == versions[newest])
+    ident = Identity(hashes[newest], versions[newest], int((~keep).sum()))
+    return df[keep].reset_index(drop=True), ident
 
 
 def layer_average(df: pd.DataFrame, complete: bool = True) -> pd.DataFrame:

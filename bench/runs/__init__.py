@@ -3,13 +3,26 @@
 Both go through one loop (:mod:`.runner`): configurations are grouped by their fit-time
 parameters, each group is fitted once and its predict-time parameters are varied on the fitted
 instance, and every finished configuration is appended at once to a resumable JSON-lines record
-file (:mod:`.records`).
+file (:mod:`.records`), keyed with the dataset's content hash and the sparsebench version, with
+one writer at a time. Each run writes into its own run folder (:mod:`.folders`).
 """
 
 from __future__ import annotations
 
 from .accuracy import accuracy_sweep, restrict_with
-from .records import RecordFile, append_record, provenance, read_records, repair_tail
+from .folders import RUN_FILE, atomic_write, is_run_folder, open_run_folder, read_run
+from .records import (
+    RecordFile,
+    RecordsError,
+    RecordsLockedError,
+    RecordsWarning,
+    append_record,
+    lock_path,
+    provenance,
+    read_records,
+    records_writer,
+    repair_tail,
+)
 from .runner import (
     Fitted,
     configurations,
@@ -17,28 +30,45 @@ from .runner import (
     fit_key,
     fit_once,
     group_by_fit,
+    record_identity,
     record_key,
+    select_methods,
     with_predict_params,
 )
-from .sweep import BLOCK_SIZE, run_unit, sweep
+from .sweep import BLOCK_SIZE, check_layers, check_split, run_unit, sweep, sweep_plan
 
 __all__ = [
     "BLOCK_SIZE",
+    "RUN_FILE",
     "Fitted",
     "RecordFile",
+    "RecordsError",
+    "RecordsLockedError",
+    "RecordsWarning",
     "accuracy_sweep",
     "append_record",
+    "atomic_write",
+    "check_layers",
+    "check_split",
     "configurations",
     "expand_grid",
     "fit_key",
     "fit_once",
     "group_by_fit",
+    "is_run_folder",
+    "lock_path",
+    "open_run_folder",
     "provenance",
     "read_records",
+    "read_run",
+    "record_identity",
     "record_key",
+    "records_writer",
     "repair_tail",
     "restrict_with",
     "run_unit",
+    "select_methods",
     "sweep",
+    "sweep_plan",
     "with_predict_params",
 ]

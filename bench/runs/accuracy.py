@@ -25,10 +25,10 @@ from collections.abc import Callable
 from tqdm.auto import tqdm
 
 from sparsebench import datasets
-from sparsebench.methods import Method, names
+from sparsebench.methods import Method
 
-from .records import RecordFile, provenance, read_records
-from .runner import configurations, fit_once, record_key, with_predict_params
+from .records import provenance, read_records, records_writer
+from .runner import configurations, fit_once, record_key, select_methods, with_predict_params
 
 __all__ = ["accuracy_sweep", "restrict_with"]
 
@@ -58,34 +58,31 @@ def accuracy_sweep(
     set; learned methods are fitted on its train split, once per group of configurations that
     share fit-time parameters. ``grid="default"`` runs each method's default configuration only
     (the quick mode of ``sparsebench run``). One record per configuration goes to ``out``
-    (resumable); the ``gold`` row runs first and is the reference of the ``delta_`` figures.
-    The run's steps (plan, fit, score, write) stay in this one function so that what is kept
-    between configurations — the current fit, the gold reference — is visible in one place.
+    (resumable, one writer at a time); the ``gold`` row runs first and is the reference of the
+    ``delta_`` figures. Records are keyed with the content hash of the model's Q/K dataset and
+    the sparsebench version. The run's steps (plan, fit, score, write) stay in this one
+    function so that what is kept between configurations — the current fit, the gold
+    reference — is visible in one place.
 
     Raises:
         DatasetError: for an unknown dataset name.
-        ValueError: for a dataset without a task.
+        ValueError: for a dataset without a task, ``max_windows`` below 1, or ``methods``
+            that matches nothing.
+        RecordsLockedError: if another run is writing ``out``.
     """
+    if max_windows is not None and (isinstance(max_windows, bool) or max_windows < 1):
+        raise ValueError(f"max_windows must be a positive count or None (all), got {max_windows}")
     spec = _scored(model_name)
+    chosen = [(name, params) for _, name, params in select_methods(methods) if name != "gold"]
     data = datasets.load(model_name, log=log)
     n_layers, causal, run_task = _task(spec, data, max_windows)
     train = data.split("train")
-    records = RecordFile(out)
     split = f"eval-windows={max_windows or 'all'}"
-
-    configs = [
-        m
-        for name in ["gold", *[n for n in names(methods) if n != "gold"]]
-        for m in configurations(name, grid, causal)
-    ]
-    todo = [m for m in configs if record_key(model_name, m.id, -1, split) not in records]
-    log(
-        f"accuracy {model_name}: {len(todo)} configurations to run, "
-        f"{len(configs) - len(todo)} already in {out}"
-    )
-    reference = {r["method_id"]: r for r in read_records(out) if r.get("split") == split}
     prov = provenance()
-    written = failed = 0
+    data_hash, version = data.content_hash, prov["sparsebench"]
+
+    def key(m: Method) -> str:
+        return record_key(model_name, m.id, -1, split, data_hash=data_hash, version=version)
 
     def fit(m: Method) -> list[Method]:
         return [m.clone().fit(train, i) for i in range(n_layers)]
@@ -93,31 +90,49 @@ def accuracy_sweep(
     def bind(layers: list[Method], m: Method) -> list[Method]:
         return [with_predict_params(f, m) for f in layers]
 
-    bar = tqdm(total=len(todo), disable=not progress, unit="config", desc=f"accuracy {model_name}")
-    # Configurations that differ only in predict-time parameters share one fit of all layers,
-    # run one after another; only the current fit is kept.
-    for group in fit_once(todo, data, fit, bind):
-        for m, method, fitted, fit_s, error in group:
-            bar.update(1)
-            if error is not None:
-                failed += 1
-                log(f"  {m.id}: fit failed ({type(error).__name__}: {error})")
-                continue
-            t0 = time.perf_counter()
-            try:
-                res = run_task(restrict_with([method] * n_layers if fitted is None else fitted))
-            except Exception as e:  # one broken configuration must not end the sweep
-                failed += 1
-                log(f"  {m.id}: failed ({type(e).__name__}: {e})")
-                continue
-            rec = _record(model_name, m, method, split, spec.task, res, reference.get("gold"), prov)
-            rec["fit_s"] = fit_s
-            rec["total_s"] = time.perf_counter() - t0 + (fit_s if m is group[0].config else 0.0)
-            if m.name == "gold":
-                reference["gold"] = rec
-            if records.add(rec):
-                written += 1
-    bar.close()
+    # The gold row runs first: it is the reference of the other rows' delta_ figures.
+    configs = [
+        m
+        for name, params in [("gold", {}), *chosen]
+        for m in configurations(name, grid, causal, params)
+    ]
+    with records_writer(out) as records:
+        todo = [m for m in configs if key(m) not in records]
+        log(
+            f"accuracy {model_name}: {len(todo)} configurations to run, "
+            f"{len(configs) - len(todo)} already in {out}"
+        )
+        done = read_records(out, keyed=True)
+        reference = {r["method_id"]: r for r in done if r["key"] in {key(m) for m in configs}}
+        written = failed = 0
+        bar = tqdm(
+            total=len(todo), disable=not progress, unit="config", desc=f"accuracy {model_name}"
+        )
+        # Configurations that differ only in predict-time parameters share one fit of all
+        # layers, run one after another; only the current fit is kept.
+        for group in fit_once(todo, data, fit, bind):
+            for m, method, fitted, fit_s, error in group:
+                bar.update(1)
+                if error is not None:
+                    failed += 1
+                    log(f"  {m.id}: fit failed ({type(error).__name__}: {error})")
+                    continue
+                t0 = time.perf_counter()
+                try:
+                    res = run_task(restrict_with([method] * n_layers if fitted is None else fitted))
+                except Exception as e:  # one broken configuration must not end the sweep
+                    failed += 1
+                    log(f"  {m.id}: failed ({type(e).__name__}: {e})")
+                    continue
+                gold = reference.get("gold")
+                rec = _record(model_name, m, method, split, spec.task, res, gold, prov)
+                rec.update(key=key(m), dataset_hash=data_hash, fit_s=fit_s)
+                rec["total_s"] = time.perf_counter() - t0 + (fit_s if m is group[0].config else 0.0)
+                if m.name == "gold":
+                    reference["gold"] = rec
+                if records.add(rec):
+                    written += 1
+        bar.close()
     return {"done": written, "skipped": len(configs) - len(todo), "failed": failed}
 
 
@@ -139,7 +154,6 @@ def _record(dataset, m, bound, split, task, res, gold, prov) -> dict:
     bound to the data, so the ``gold`` row shows the data's ``alpha``).
     """
     return {
-        "key": record_key(dataset, m.id, -1, split),
         "kind": "accuracy",
         "dataset": dataset,
         "method": m.name,

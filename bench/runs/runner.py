@@ -5,19 +5,26 @@ their fit-time parameters (every field not marked ``predict_time``) learn the sa
 each such group is fitted once — per layer in a sweep, per model in an accuracy run — and its
 members differ only in the predict-time parameters set on a copy of the fitted instance.
 Results go to a record file (:class:`~.records.RecordFile`), one record per configuration,
-keyed so that a run killed at any point resumes where it stopped.
+keyed so that a run killed at any point resumes where it stopped. A key names the dataset
+build (its content hash) and the sparsebench version, so records of another build or version
+are never taken as done.
+
+``--methods`` means the same in every command (:func:`select_methods`): a glob over method
+names, or several globs and specs (``name:k=v,k=v``) separated by ``;``.
 """
 
 from __future__ import annotations
 
 import copy
+import difflib
+import fnmatch
 import itertools
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from typing import Any, NamedTuple
 
 from sparsebench.datasets import QKData
-from sparsebench.methods import Method, create, get
+from sparsebench.methods import Method, create, get, names, parse_spec
 
 __all__ = [
     "Fitted",
@@ -26,7 +33,9 @@ __all__ = [
     "fit_key",
     "fit_once",
     "group_by_fit",
+    "record_identity",
     "record_key",
+    "select_methods",
     "with_predict_params",
 ]
 
@@ -50,20 +59,89 @@ def expand_grid(name: str, setting: str, causal: bool) -> list[dict[str, Any]]:
     ]
 
 
-def configurations(name: str, grid: str, causal: bool) -> list[Method]:
+def configurations(
+    name: str, grid: str, causal: bool, params: dict[str, Any] | None = None
+) -> list[Method]:
     """The configurations of method ``name`` in ``grid`` (``"default"``: its default only).
 
-    Empty when the data is causal and the method does not support causal attention.
+    ``params`` fix parameters (a spec's ``k=v``): they replace those axes of the grid, and the
+    other axes are still swept. Empty when the data is causal and the method does not support
+    causal attention.
     """
     if causal and not get(name).tags.supports_causal:
         return []
-    params = [{}] if grid == "default" else expand_grid(name, grid, causal)
-    return [create(name, **p) for p in params]
+    grid_params = [{}] if grid == "default" else expand_grid(name, grid, causal)
+    out: dict[str, Method] = {}
+    for p in grid_params:
+        m = create(name, **{**p, **(params or {})})
+        out.setdefault(m.id, m)
+    return list(out.values())
 
 
-def record_key(dataset: str, method_id: str, layer: int, split: str) -> str:
-    """Identity of a record: what a resumed run looks up (``layer=-1``: the whole model)."""
-    return f"{dataset}|{method_id}|layer={layer}|{split}"
+def select_methods(
+    methods: str, *, extra: Collection[str] = ()
+) -> list[tuple[str, str, dict[str, Any]]]:
+    """What ``--methods`` selects, as ``(spec, name, params)`` in the order given.
+
+    ``methods`` holds items separated by ``;``: a glob over method names (an item without
+    ``:`` may also list several separated by ``,``) or a spec ``name:k=v,k=v`` parsed by
+    :func:`sparsebench.methods.parse_spec`. ``extra`` names more choices that take no
+    parameters (the dense baselines of the speed harness).
+
+    Raises:
+        ValueError: for an empty selection, or an item that matches no method (with the
+            closest names).
+        KeyError: for an unknown method or parameter in a spec (``UnknownNameError``).
+    """
+    items = [x.strip() for x in methods.split(";")]
+    items = [y.strip() for x in items for y in ([x] if ":" in x else x.split(",")) if y.strip()]
+    if not items:
+        raise ValueError("--methods is empty; give a glob such as '*' or names separated by ';'")
+    known = [*extra, *names()]
+    out: dict[str, tuple[str, str, dict[str, Any]]] = {}
+    for item in items:
+        pattern, has_params, _ = item.partition(":")
+        if has_params:
+            if pattern.strip() in extra:
+                raise ValueError(f"--methods {item!r}: {pattern.strip()} takes no parameters")
+            name, params = parse_spec(item)
+            out.setdefault(f"{name}:{sorted(params.items())!r}", (item, name, params))
+            continue
+        matched = [n for n in known if fnmatch.fnmatchcase(n, pattern)]
+        if not matched:
+            close = difflib.get_close_matches(pattern, known, n=3, cutoff=0.5)
+            hint = (
+                "; did you mean " + " or ".join(repr(c) for c in close) + "?"
+                if close
+                else "; `sparsebench methods` lists them"
+            )
+            raise ValueError(f"--methods {pattern!r} matches no method{hint}")
+        for n in matched:
+            out.setdefault(f"{n}:[]", (n, n, {}))
+    return list(out.values())
+
+
+def record_key(
+    dataset: str, method_id: str, layer: int, split: str, *, data_hash: str, version: str
+) -> str:
+    """Identity of a record: what a resumed run looks up (``layer=-1``: the whole model).
+
+    ``data_hash`` is the dataset's content hash and ``version`` the sparsebench version, so a
+    record of another dataset build or version is another record.
+    """
+    return f"{dataset}|{method_id}|layer={layer}|{split}|data={data_hash}|v={version}"
+
+
+def record_identity(record: dict[str, Any]) -> tuple[str, str]:
+    """``(dataset hash, sparsebench version)`` of a record; ``"unknown"`` where one is missing.
+
+    Records written before datasets were hashed carry no ``dataset_hash``: they form their
+    own identity ``"unknown"``.
+    """
+    return (
+        str(record.get("dataset_hash") or "unknown"),
+        str(record.get("sparsebench") or "unknown"),
+    )
 
 
 def fit_key(m: Method) -> tuple:

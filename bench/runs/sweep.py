@@ -5,7 +5,10 @@ configuration. Each method is fitted once per layer and fit-time configuration; 
 predict-time parameters (``predict_time`` fields, e.g. thresholds, windows) are then swept on
 the fitted instance. Every finished (dataset, configuration, layer) is appended to a JSON-lines
 file at once, so a sweep killed at any point loses at most the configuration in progress, and
-a new run skips what is done.
+a new run skips what is done. Records are keyed with the dataset's content hash and the
+sparsebench version (:func:`~.runner.record_key`), and one sweep at a time writes a records
+file (:func:`~.records.records_writer`). Arguments are checked against the data before any
+work (:func:`sweep_plan`).
 """
 
 from __future__ import annotations
@@ -17,14 +20,14 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from sparsebench.datasets import QKData
-from sparsebench.methods import Method, names
+from sparsebench.datasets import QKData, check_name
+from sparsebench.methods import Method
 
 from ..evaluate import evaluate_layer
-from .records import RecordFile, provenance
-from .runner import configurations, fit_once, record_key, with_predict_params
+from .records import provenance, records_writer
+from .runner import configurations, fit_once, record_key, select_methods, with_predict_params
 
-__all__ = ["BLOCK_SIZE", "run_unit", "sweep"]
+__all__ = ["BLOCK_SIZE", "check_layers", "check_split", "run_unit", "sweep", "sweep_plan"]
 
 #: Block size at which sweeps report block sparsity.
 BLOCK_SIZE = 64
@@ -41,13 +44,15 @@ def run_unit(
     grid: str,
     batch_size: int,
     prov: dict[str, Any],
+    data_hash: str,
     gold_cache: dict | None = None,
 ) -> Iterator[tuple[str, Any]]:
     """Fit and evaluate configurations of one method on one layer.
 
     Configurations sharing fit-time parameters share one fit. Yields ``("record", record)`` as
     each configuration finishes and ``("failure", message)`` for one that breaks (it never
-    stops the others).
+    stops the others). ``data_hash`` is the content hash of the whole dataset, which keys the
+    records.
     """
     gold_cache = {} if gold_cache is None else gold_cache
 
@@ -78,10 +83,12 @@ def run_unit(
             except Exception as e:
                 yield "failure", f"{m.id} layer {layer}: failed ({type(e).__name__}: {e})"
                 continue
-            yield (
-                "record",
-                _record(m, method, res, fit_s, target, dataset, layer, split, grid, prov),
+            rec = _record(m, method, res, fit_s, target, dataset, layer, split, grid, prov)
+            rec["key"] = record_key(
+                dataset, m.id, layer, split, data_hash=data_hash, version=prov["sparsebench"]
             )
+            rec["dataset_hash"] = data_hash
+            yield "record", rec
 
 
 def _record(m, bound, res, fit_s, target, dataset, layer, split, grid, prov) -> dict[str, Any]:
@@ -92,7 +99,7 @@ def _record(m, bound, res, fit_s, target, dataset, layer, split, grid, prov) -> 
     """
     per_head = res.pop("per_head")
     return {
-        "key": record_key(dataset, m.id, layer, split),
+        "key": "",
         "dataset": dataset,
         "method": m.name,
         "method_id": m.id,
@@ -136,6 +143,77 @@ def _on_ray(units, target, train, dataset, kw, address, num_cpus, gpus_per_task)
         yield ray.get(ready[0])
 
 
+def check_layers(data: QKData, layers: list[int] | None) -> list[int]:
+    """``layers`` (``None``: all) checked against the data: ints in ``0 .. layers - 1``, once each.
+
+    Raises:
+        ValueError: naming the bad layer and the layers the dataset has.
+    """
+    n = data.num_layers
+    if layers is None:
+        return list(range(n))
+    seen: list[int] = []
+    for layer in layers:
+        if isinstance(layer, bool) or not isinstance(layer, int):
+            raise ValueError(f"layer {layer!r} is not an integer; give layers as 0, 1, ...")
+        if not 0 <= layer < n:
+            raise ValueError(
+                f"layer {layer} is out of range: the dataset has layers 0 to {n - 1} "
+                "(negative indices are not accepted)"
+            )
+        if layer in seen:
+            raise ValueError(f"layer {layer} is given twice; give each layer once")
+        seen.append(layer)
+    if not seen:
+        raise ValueError("no layers given; give at least one layer, or none for all")
+    return seen
+
+
+def check_split(data: QKData, split: str) -> str:
+    """``split`` if the data has it.
+
+    Raises:
+        ValueError: naming the splits the dataset has (a missing split never means "score
+            every sequence").
+    """
+    if split not in data.split_names:
+        name = data.meta.get("name", "the dataset")
+        raise ValueError(
+            f"{name} has no split {split!r}; its splits are {', '.join(data.split_names)}"
+        )
+    return split
+
+
+def sweep_plan(
+    data: QKData,
+    *,
+    methods: str = "*",
+    grid: str = "quick",
+    layers: list[int] | None = None,
+    split: str = "eval",
+) -> tuple[list[int], list[list[Method]]]:
+    """A sweep's arguments checked against the data, before anything runs or is written.
+
+    Returns:
+        The layers and, per selected method, its configurations on this data.
+
+    Raises:
+        ValueError: for a layer out of range, a missing split, a ``methods`` that matches
+            nothing (or nothing that runs on causal data), or a grid a method lacks.
+        KeyError: for an unknown method or parameter in a spec.
+    """
+    layers = check_layers(data, layers)
+    check_split(data, split)
+    selected = select_methods(methods)
+    plan = [configurations(name, grid, data.causal, params) for _, name, params in selected]
+    if not any(plan):
+        raise ValueError(
+            f"--methods {methods!r} selects no method that supports causal attention, and the "
+            "data is causal; choose others (`sparsebench methods` shows the tags)"
+        )
+    return layers, plan
+
+
 def sweep(
     data: QKData,
     out: str | os.PathLike,
@@ -159,10 +237,12 @@ def sweep(
         data: the dataset (train split for fitting, ``split`` for scoring).
         out: JSON-lines record file; existing records are skipped.
         dataset: name in the records (default: the card's name).
-        methods: glob over method names.
+        methods: what to sweep: a glob over method names, or globs and specs
+            (``name:k=v``, those parameters fixed) separated by ``;``
+            (:func:`~.runner.select_methods`).
         grid: grid setting (``quick``, ``paper``; ``default``: each default configuration).
-        layers: layers to run (default: all).
-        split: split to score.
+        layers: layers to run (default: all); each in ``0 .. layers - 1``.
+        split: split to score; the dataset must have it.
         batch_size: sequences per scoring batch.
         executor: ``local`` (in this process) or ``ray`` (one Ray task per layer and method;
             the driver alone writes ``out``, as each task finishes).
@@ -175,56 +255,72 @@ def sweep(
     Returns:
         ``{"done": records written now, "skipped": already present, "failed": errors}``.
 
+    Raises:
+        ValueError: for arguments that do not fit the data (:func:`sweep_plan`), or a dataset
+            name that is not a valid name.
+        RecordsLockedError: if another run is writing ``out``.
+
     The plan, the executor choice and the single writer stay in this one function: every
     record reaches ``out`` through ``take`` here, whichever executor produced it.
     """
     if executor not in ("local", "ray"):
         raise ValueError(f"executor must be 'local' or 'ray', got {executor!r}")
-    dataset = dataset or data.meta.get("name", "dataset")
-    out = Path(out)
-    records = RecordFile(out)
-    layers = list(range(data.num_layers)) if layers is None else layers
-    for i in layers:
-        data.layer(i)
-    target = data.split(split) if split in data.split_names else data
+    dataset = check_name(dataset or data.meta.get("name", "dataset"))
+    layers, plan = sweep_plan(data, methods=methods, grid=grid, layers=layers, split=split)
+    target = data.split(split)
     train = data.split("train") if "train" in data.split_names else None
-
-    # One unit per layer and method: its configurations not yet in the record file.
-    plan = [configurations(name, grid, data.causal) for name in names(methods)]
-    units = []
-    for layer in layers:
-        for configs in plan:
-            todo = [m for m in configs if record_key(dataset, m.id, layer, split) not in records]
-            if todo:
-                units.append((layer, todo))
-    total = sum(len(c) for _, c in units)
-    skipped = sum(len(c) for c in plan) * len(layers) - total
-    log(f"sweep {dataset}: {total} to run, {skipped} already in {out} ({executor})")
     prov = provenance()
-    kw = {"split": split, "grid": grid, "batch_size": batch_size, "prov": prov}
-    bar = tqdm(total=total, disable=not progress, unit="config", desc=dataset)
-    written = failed = 0
+    data_hash = data.content_hash
+    out = Path(out)
+    version = prov["sparsebench"]
 
-    def take(events):
-        nonlocal written, failed
-        for kind, item in events:
-            if kind == "failure":
-                log(f"  {item}")
-                failed += 1
-            elif records.add(item):
-                written += 1
-            bar.update(1)
+    def key(m: Method, layer: int) -> str:
+        return record_key(dataset, m.id, layer, split, data_hash=data_hash, version=version)
 
-    if executor == "local":
-        caches: dict[int, dict] = {}
-        for layer, configs in units:
-            # Gold graphs of a layer are computed once and shared by all its units.
-            cache = caches.setdefault(layer, {})
-            for old in [x for x in caches if x != layer]:
-                del caches[old]
-            take(run_unit(target, train, dataset, layer, configs, gold_cache=cache, **kw))
-    else:
-        for events in _on_ray(units, target, train, dataset, kw, address, num_cpus, gpus_per_task):
-            take(events)
-    bar.close()
-    return {"done": written, "skipped": skipped, "failed": failed}
+    with records_writer(out) as records:
+        # One unit per layer and method: its configurations not yet in the record file.
+        units = []
+        for layer in layers:
+            for configs in plan:
+                todo = [m for m in configs if key(m, layer) not in records]
+                if todo:
+                    units.append((layer, todo))
+        total = sum(len(c) for _, c in units)
+        skipped = sum(len(c) for c in plan) * len(layers) - total
+        log(f"sweep {dataset}: {total} to run, {skipped} already in {out} ({executor})")
+        kw = {
+            "split": split,
+            "grid": grid,
+            "batch_size": batch_size,
+            "prov": prov,
+            "data_hash": data_hash,
+        }
+        bar = tqdm(total=total, disable=not progress, unit="config", desc=dataset)
+        written = failed = 0
+
+        def take(events):
+            nonlocal written, failed
+            for kind, item in events:
+                if kind == "failure":
+                    log(f"  {item}")
+                    failed += 1
+                elif records.add(item):
+                    written += 1
+                bar.update(1)
+
+        if executor == "local":
+            caches: dict[int, dict] = {}
+            for layer, configs in units:
+                # Gold graphs of a layer are computed once and shared by all its units.
+                cache = caches.setdefault(layer, {})
+                for old in [x for x in caches if x != layer]:
+                    del caches[old]
+                take(run_unit(target, train, dataset, layer, configs, gold_cache=cache, **kw))
+        else:
+            ray_events = _on_ray(
+                units, target, train, dataset, kw, address, num_cpus, gpus_per_task
+            )
+            for events in ray_events:
+                take(events)
+        bar.close()
+        return {"done": written, "skipped": skipped, "failed": failed}
