@@ -54,6 +54,8 @@ _LAZY = {
     "pareto_frontier": "report",
     "summarize": "report",
     "write_leaderboard": "report",
+    "publish": "report",
+    "open_run_folder": "runs",
 }
 __all__ += sorted(_LAZY)
 

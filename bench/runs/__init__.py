@@ -9,6 +9,7 @@ one writer at a time. Each run writes into its own run folder (:mod:`.folders`).
 
 from __future__ import annotations
 
+from ..evaluate import check_layers, check_split
 from .accuracy import accuracy_sweep, restrict_with
 from .folders import RUN_FILE, atomic_write, is_run_folder, open_run_folder, read_run
 from .records import (
@@ -35,7 +36,7 @@ from .runner import (
     select_methods,
     with_predict_params,
 )
-from .sweep import BLOCK_SIZE, check_layers, check_split, run_unit, sweep, sweep_plan
+from .sweep import BLOCK_SIZE, run_unit, sweep, sweep_plan
 
 __all__ = [
     "BLOCK_SIZE",

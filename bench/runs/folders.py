@@ -128,7 +128,13 @@ def open_run_folder(
         if is_run_folder(path):
             _note_resume(path, argv)
             return path.resolve()
-        if path.is_dir() and any(path.iterdir()):
+        # Another run starting into the same new folder may be writing run.json right now.
+        others = (
+            [p for p in path.iterdir() if not p.name.startswith(f".{RUN_FILE}")]
+            if (path.is_dir())
+            else []
+        )
+        if others:
             raise ValueError(
                 f"--results {results}: the folder holds files and is not a run folder (no "
                 f"{RUN_FILE}); choose a new folder, and `sparsebench publish` a run to update "

@@ -23,11 +23,11 @@ from tqdm.auto import tqdm
 from sparsebench.datasets import QKData, check_name
 from sparsebench.methods import Method
 
-from ..evaluate import evaluate_layer
+from ..evaluate import check_layers, check_split, evaluate_layer
 from .records import provenance, records_writer
 from .runner import configurations, fit_once, record_key, select_methods, with_predict_params
 
-__all__ = ["BLOCK_SIZE", "check_layers", "check_split", "run_unit", "sweep", "sweep_plan"]
+__all__ = ["BLOCK_SIZE", "run_unit", "sweep", "sweep_plan"]
 
 #: Block size at which sweeps report block sparsity.
 BLOCK_SIZE = 64
@@ -141,47 +141,6 @@ def _on_ray(units, target, train, dataset, kw, address, num_cpus, gpus_per_task)
     while pending:
         ready, pending = ray.wait(pending, num_returns=1)
         yield ray.get(ready[0])
-
-
-def check_layers(data: QKData, layers: list[int] | None) -> list[int]:
-    """``layers`` (``None``: all) checked against the data: ints in ``0 .. layers - 1``, once each.
-
-    Raises:
-        ValueError: naming the bad layer and the layers the dataset has.
-    """
-    n = data.num_layers
-    if layers is None:
-        return list(range(n))
-    seen: list[int] = []
-    for layer in layers:
-        if isinstance(layer, bool) or not isinstance(layer, int):
-            raise ValueError(f"layer {layer!r} is not an integer; give layers as 0, 1, ...")
-        if not 0 <= layer < n:
-            raise ValueError(
-                f"layer {layer} is out of range: the dataset has layers 0 to {n - 1} "
-                "(negative indices are not accepted)"
-            )
-        if layer in seen:
-            raise ValueError(f"layer {layer} is given twice; give each layer once")
-        seen.append(layer)
-    if not seen:
-        raise ValueError("no layers given; give at least one layer, or none for all")
-    return seen
-
-
-def check_split(data: QKData, split: str) -> str:
-    """``split`` if the data has it.
-
-    Raises:
-        ValueError: naming the splits the dataset has (a missing split never means "score
-            every sequence").
-    """
-    if split not in data.split_names:
-        name = data.meta.get("name", "the dataset")
-        raise ValueError(
-            f"{name} has no split {split!r}; its splits are {', '.join(data.split_names)}"
-        )
-    return split
 
 
 def sweep_plan(
