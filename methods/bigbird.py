@@ -16,6 +16,9 @@ from .parts import Band, BlockLayout, Globals, RowIndex
 
 __all__ = ["BigBird"]
 
+#: The official script's 1..5 random blocks and the talk slides' {2, 4, …, 20}.
+_RANDOM = [1, 2, 3, 4, 5, *range(6, 21, 2)]
+
 
 @lru_cache(maxsize=8192)
 def _random_blocks(seed: int, r: int, official_plan: bool, nb: int, head: int) -> Tensor:
@@ -33,6 +36,9 @@ def _random_blocks(seed: int, r: int, official_plan: bool, nb: int, head: int) -
     allowed = inner & ((j - i).abs() > 1)
     if official_plan and nb > 2 * r + 5:
         allowed &= j <= 2 * r + 3
+        allowed &= ~(((i == 1) & (j == 2 * r + 3)) | ((i == 2 * r + 3) & (j == 1)))
+    elif official_plan and nb <= r + 5:
+        allowed &= ~(((i == 1) & (j == nb - 2)) | ((i == nb - 2) & (j == 1)))
     scores = torch.where(allowed, scores, -1.0)
     kk = min(r, nb)
     vals, idx = scores.topk(kk, dim=-1)
@@ -65,16 +71,21 @@ class BigBird(Composable):
     * Random blocks are drawn per head from ``seed``; the draw depends on the number of blocks
       only, so sequences of equal length share a pattern (as all items of a batch do in the
       official code) and results do not depend on batch order.
-    * ``official_plan=True`` reproduces the official "plan" of the first random segment: when
-      the sequence has more than ``2r + 5`` blocks, random blocks come only from blocks
-      ``1 .. 2r + 3``. The official split of short sequences into two segments is not copied
-      (the whole sequence is used there).
+    * ``official_plan=True`` reproduces the official "plan" of the random blocks. When the
+      sequence has more than ``2r + 5`` blocks, every row's random blocks come from the first
+      plan segment ``[0, 2r + 5)``: blocks ``1 .. 2r + 3`` (its first and last block are
+      excluded as globals), and the official row routine also forbids the block ``2r + 3``
+      (its ``to_end - 2``) to row block 1 and block 1 to row block ``2r + 3``. With at most
+      ``r + 5`` blocks the plan is one segment, the whole sequence, and the same routine
+      forbids block ``nb - 2`` to row block 1 and block 1 to row block ``nb - 2``. The
+      official split of the lengths in between into two segments is not copied (the whole
+      sequence is used there, without that rule).
 
     Attributes:
         num_random: random key blocks per query block (r); 0 keeps the window and globals.
         block_size: tokens per block (b); 1 = token level.
         official_padded_length: use the padded length for globals and random draws (B7, B8).
-        official_plan: restrict random blocks to the official first plan segment.
+        official_plan: draw random blocks by the official plan and row routine.
     """
 
     num_random: int = param(3, min=0)
@@ -83,8 +94,8 @@ class BigBird(Composable):
     official_plan: bool = False
     tags: ClassVar[Tags] = Tags(stochastic=True)
     grid: ClassVar[Grid] = {
-        "paper": {"num_random": [1, 2, 3, 4, 5], "window": MT_WINDOWS},
-        "paper_mlm": {"num_random": [1, 2, 3, 4, 5], "window": MLM_WINDOWS},
+        "paper": {"num_random": _RANDOM, "window": MT_WINDOWS},
+        "paper_mlm": {"num_random": _RANDOM, "window": MLM_WINDOWS},
         "quick": {"num_random": [1, 3]},
     }
 

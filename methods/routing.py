@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Routing", "RoutingTrained", "balanced_assign", "spherical_kmeans"]
 
-_CLUSTERS = [2, 4, 6, 8, 10, 12, 16, 20]
+#: The talk slides' clusters {2, 4, …, 20} (the official script's 2..12, 16, 20 among them).
+_CLUSTERS = list(range(2, 21, 2))
 
 
 def _lloyd_step(x: Tensor, centroids: Tensor) -> Tensor:
@@ -98,8 +99,12 @@ class Routing(LearnedSpace):
     official code does this once, on the first evaluation batch, and reuses the centroids; here
     each ``predict`` call clusters its own batch.
 
-    Deviations and switches: ``L`` is each sequence's real length; the official code uses the
-    padded batch length (bug B8), which ``official_padded_length=True`` reproduces for ``w``.
+    Deviations and switches: ``L`` is each sequence's real length and only real tokens are
+    routed. ``official_padded_length=True`` reproduces the official pipeline (bug B8): ``w =
+    N_padded // C + 1``, and the padding positions, which hold zeros (after a projection, the
+    projection's bias vector; normalised, a zero vector stays zero), compete with the real
+    tokens for each cluster's top-``w`` slots, so a real token can be left without a cluster.
+    Padding takes slots but never edges. The centroids are computed from real tokens either way.
     Clustering runs on the raw head vectors by default (``space="raw"``, what the leaderboard
     uses); ``space="projected"`` clusters the learned Sparsefinder projections, as the official
     code does. In a decoder the causal mask is applied after routing, so routing still sees
@@ -108,7 +113,8 @@ class Routing(LearnedSpace):
     Attributes:
         num_clusters: number of clusters ``C``.
         kmeans_iters: Lloyd iterations after the initialisation.
-        official_padded_length: ``w = N_padded // C + 1`` as in the official code (B8).
+        official_padded_length: padded length and competing padding, as the official
+            code (B8).
     """
 
     num_clusters: int = param(4, min=1)
@@ -139,17 +145,26 @@ class Routing(LearnedSpace):
         B, H, N, D = q.shape
         M = k.shape[2]
         L = lengths if lengths is not None else torch.full((B,), min(N, M), dtype=torch.long)
+        q_real = real_tokens(L, B, N).view(B, 1, N)
+        k_real = real_tokens(L, B, M).view(B, 1, M)
+        if self.official_padded_length:
+            # Padding holds zeros, so after a projection it holds the projection's bias.
+            q = torch.where(q_real.unsqueeze(-1), q, 0.0)
+            k = torch.where(k_real.unsqueeze(-1), k, 0.0)
         q, k = self._to_space(q, k)
         qn, kn = F.normalize(q.float(), dim=-1), F.normalize(k.float(), dim=-1)
         centroids = self._get_centroids(qn, kn, L)  # (H, C, D)
         if self.official_padded_length:
+            # Every position of the padded batch competes for the top-w slots (B8).
             w = torch.full((B,), min(N, M) // self.num_clusters + 1, dtype=torch.long)
+            q_valid, k_valid = torch.ones_like(q_real), torch.ones_like(k_real)
         else:
             w = L // self.num_clusters + 1
-        q_valid = real_tokens(L, B, N).unsqueeze(1)
-        k_valid = real_tokens(L, B, M).unsqueeze(1)
+            q_valid, k_valid = q_real, k_real
         q_ids = balanced_assign(torch.einsum("bhnd,hcd->bhnc", qn, centroids), q_valid, w)
         k_ids = balanced_assign(torch.einsum("bhmd,hcd->bhmc", kn, centroids), k_valid, w)
+        q_ids = torch.where(q_real, q_ids, -1)  # padding may take slots, never edges
+        k_ids = torch.where(k_real, k_ids, -1)
         return Graph((B, H, N, M), [Groups(q_ids.unsqueeze(-1), k_ids.unsqueeze(-1), "slot")])
 
     def _get_centroids(self, qn: Tensor, kn: Tensor, lengths: Tensor) -> Tensor:

@@ -19,12 +19,26 @@ from ._learned import LearnedProjection, gold_mask, sq_dists
 from ._masks import real_tokens, valid_pairs
 from ._registry import register
 from .graph import Graph
-from .parts import Band, BlockLayout, Groups
+from .parts import BlockLayout, Groups, RowIndex
 
 if TYPE_CHECKING:
     from sparsebench.datasets import LayerData, QKData
 
-__all__ = ["SparsefinderBlocks", "SparsefinderKMeans", "check_top_clusters", "kmeans"]
+#: The talk slides' "num. of buckets / clusters ∈ {2, 4, …, 20}".
+_CLUSTERS = list(range(2, 21, 2))
+#: Block clusters: the same counts from 4 on, so that every ``top_clusters`` in 1..4 is valid.
+#: Top-k sets of C clusters always intersect when 2k > C (a complete graph), so with k <= 2 the
+#: densest sparse point was C = 4, k = 2, far from complete on real data; k = 3, 4 with C near
+#: 2k give the points in between.
+_BLOCK_CLUSTERS = list(range(4, 21, 2))
+
+__all__ = [
+    "SparsefinderBlocks",
+    "SparsefinderKMeans",
+    "check_top_clusters",
+    "forced_diagonal",
+    "kmeans",
+]
 
 
 def kmeans(
@@ -129,8 +143,11 @@ class SparsefinderKMeans(LearnedProjection):
     Deviations and switches: torch k-means instead of scikit-learn's (same algorithm, different
     random draws). ``topk_semantics="per_rank"`` gives the reference's tensor-centroid path
     (the t-th nearest centroid of q equals the t-th of k for some t; bug B3).
-    ``official_forced_diagonal=True`` adds every ``(i, i)`` pair when ``top_clusters > 1``,
-    as the reference's scikit-learn path does by accident (bug B4). Projection training and its
+    ``official_forced_diagonal=True`` adds ``(i, i)`` when ``top_clusters > 1`` exactly where the
+    reference's scikit-learn path adds it by accident (bug B4): when, in some run, some cluster
+    lies in neither ``q_i``'s nor ``k_i``'s top-k set (see :func:`forced_diagonal`). That path
+    uses the intersection semantics; the switch combined with ``"per_rank"`` applies the same
+    rule, a combination the reference never runs. Projection training and its
     switches are described in :class:`SparsefinderDistance`.
 
     Attributes:
@@ -140,7 +157,7 @@ class SparsefinderKMeans(LearnedProjection):
         max_iter: Lloyd iterations at most.
         top_clusters: ``k``, nearest centroids per vector.
         topk_semantics: ``"intersection"`` or ``"per_rank"`` (B3).
-        official_forced_diagonal: add the diagonal when ``top_clusters > 1`` (B4).
+        official_forced_diagonal: add the reference's accidental diagonal edges (B4).
     """
 
     num_clusters: int = param(8, min=1)
@@ -152,16 +169,8 @@ class SparsefinderKMeans(LearnedProjection):
     official_forced_diagonal: bool = predict_time(False)
     tags: ClassVar[Tags] = Tags(requires_fit=True, stochastic=True)
     grid: ClassVar[Grid] = {
-        "paper": {
-            "num_clusters": [2, 4, 8, 12, 16, 20],
-            "top_clusters": [1, 2],
-            "window": MT_WINDOWS,
-        },
-        "paper_mlm": {
-            "num_clusters": [2, 4, 6, 8, 10, 12],
-            "top_clusters": [1, 2],
-            "window": MLM_WINDOWS,
-        },
+        "paper": {"num_clusters": _CLUSTERS, "top_clusters": [1, 2], "window": MT_WINDOWS},
+        "paper_mlm": {"num_clusters": _CLUSTERS, "top_clusters": [1, 2], "window": MLM_WINDOWS},
         "quick": {"num_clusters": [4, 16], "top_clusters": [1, 2]},
     }
 
@@ -181,26 +190,58 @@ class SparsefinderKMeans(LearnedProjection):
             )
         self.centroids_ = torch.stack(cents, 1)  # (H, m, C, r)
 
-    def _ids(self, x: Tensor) -> Tensor:
-        top = _top_clusters(x, self.centroids_, self.top_clusters)  # (B, H, N, m, k)
+    def _ids(self, top: Tensor) -> Tensor:
+        """Slot ids ``(B, H, N, m*k)`` of top clusters ``(B, H, N, m, k)``, ordered (run, rank)."""
         m, C = self.centroids_.shape[1], self.centroids_.shape[2]
         # Offset the ids per run so that clusters of different runs never match.
         top = top + C * torch.arange(m, device=top.device).view(1, 1, 1, m, 1)
-        return top.flatten(-2)  # (B, H, N, m*k), slots ordered (run, rank)
+        return top.flatten(-2)
 
     def _predict(self, q: Tensor, k: Tensor, *, lengths, causal) -> Graph:
-        qg = self._ids(self._project(q, "q"))
-        kg = self._ids(self._project(k, "k"))
+        q_top = _top_clusters(self._project(q, "q"), self.centroids_, self.top_clusters)
+        k_top = _top_clusters(self._project(k, "k"), self.centroids_, self.top_clusters)
+        qg, kg = self._ids(q_top), self._ids(k_top)
         B, H, N, _ = q.shape
         if self.topk_semantics == "per_rank":
             part = Groups(qg, kg, match="slot")
         else:
             # "any" compares every query slot with every key slot; run offsets keep runs apart.
             part = Groups(qg, kg, match="any")
-        parts = [part]
+        parts: list = [part]
         if self.official_forced_diagonal and self.top_clusters > 1:
-            parts.append(Band(0, 0))
+            parts.append(RowIndex(forced_diagonal(q_top, k_top, self.centroids_.shape[2])))
         return Graph((B, H, N, k.shape[2]), parts)
+
+
+def forced_diagonal(q_top: Tensor, k_top: Tensor, num_clusters: int) -> Tensor:
+    """The diagonal edges the reference's scikit-learn path adds by accident (bug B4).
+
+    Its multi-cluster predict gives every (token position, cluster) that is *not* among the
+    token's top-k clusters an id of its own, the same for the query and the key call. So the
+    query and the key at position ``i`` share an id, and ``(i, i)`` becomes an edge, exactly
+    when in some run some cluster lies in neither ``q_i``'s nor ``k_i``'s top-k set (with
+    ``C = 4``, ``k = 2`` and disjoint top-2 sets there is none, and no edge is added). Under the
+    intersection semantics this adds a new edge only when ``C > 2k`` (then on every row): for
+    ``C <= 2k`` a cluster outside both sets exists only where the sets already intersect.
+
+    Args:
+        q_top: top-k cluster indices of the queries ``(B, H, N, m, k)`` (``m`` runs).
+        k_top: the same for the keys ``(B, H, M, m, k)``.
+        num_clusters: ``C``, clusters per run.
+
+    Returns:
+        Per-row key lists ``(B, H, N, 1)``: ``i`` where ``(i, i)`` is added, else ``-1``.
+    """
+    B, H, N, m, _ = q_top.shape
+    n = min(N, k_top.shape[2])
+    member = torch.zeros(B, H, n, m, num_clusters, dtype=torch.bool, device=q_top.device)
+    member.scatter_(-1, q_top[:, :, :n], True)
+    member.scatter_(-1, k_top[:, :, :n], True)
+    hit = (~member).flatten(-2).any(-1)  # (B, H, n)
+    out = torch.full((B, H, N, 1), -1, dtype=torch.long, device=q_top.device)
+    rows = torch.arange(n, device=q_top.device).view(1, 1, n).expand(B, H, n)
+    out[:, :, :n, 0] = torch.where(hit, rows, -1)
+    return out
 
 
 @register("sparsefinder_blocks")
@@ -242,14 +283,14 @@ class SparsefinderBlocks(LearnedProjection):
     grid: ClassVar[Grid] = {
         "paper": {
             "block_size": [2, 4, 8],
-            "num_clusters": [2, 4, 8, 12, 16, 20],
-            "top_clusters": [1, 2],
+            "num_clusters": _BLOCK_CLUSTERS,
+            "top_clusters": [1, 2, 3, 4],
             "window": MT_WINDOWS,
         },
         "paper_mlm": {
             "block_size": [4, 8, 16, 32, 64],
-            "num_clusters": [2, 4, 6, 8, 10, 12],
-            "top_clusters": [1, 2],
+            "num_clusters": _BLOCK_CLUSTERS,
+            "top_clusters": [1, 2, 3, 4],
             "window": MLM_WINDOWS,
         },
         "quick": {"block_size": [4], "num_clusters": [4], "top_clusters": [1, 2]},
