@@ -1,7 +1,14 @@
-"""Score one method configuration on a dataset: fit on train, predict and measure on eval."""
+"""Score one method configuration on a dataset: fit on train, predict and measure on eval.
+
+Besides the paper's averages, each layer's result keeps the figures per sequence, the
+sequence lengths and the figures by length bin (:mod:`.breakdown`), from which a report
+computes bootstrap intervals, and the attention ``output_error`` (:mod:`.attention_error`).
+Everything can run on a GPU (``device="cuda"``): queries, keys and values are moved there once.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 
@@ -10,9 +17,67 @@ import torch
 from sparsebench.datasets import QKData
 from sparsebench.methods import Method, gold_graph
 
+from .attention_error import output_error, reference_output
+from .breakdown import by_length, per_sequence
 from .metrics import average_layers, graph_metrics, macro_average
 
-__all__ = ["check_layers", "check_split", "evaluate", "evaluate_layer"]
+__all__ = [
+    "check_layers",
+    "check_split",
+    "device_label",
+    "evaluate",
+    "evaluate_layer",
+    "on_device",
+    "resolve_device",
+]
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``device`` as a torch device: ``cpu``, or ``cuda`` (``cuda:N``) where CUDA is available.
+
+    Raises:
+        ValueError: for another kind of device, or CUDA on a machine without it (naming the fix).
+    """
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device {device!r}: CUDA is not available on this machine; use device='cpu'"
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA "
+                f"device(s); use cuda:0 .. cuda:{torch.cuda.device_count() - 1}"
+            )
+    return dev
+
+
+def device_label(device: str | torch.device) -> str:
+    """The ``device`` field of a record: ``cpu`` or ``cuda (<GPU name>)``."""
+    dev = resolve_device(device)
+    if dev.type == "cpu":
+        return "cpu"
+    return f"cuda ({torch.cuda.get_device_name(dev)})"
+
+
+def on_device(data: QKData, device: str | torch.device) -> QKData:
+    """``data`` with its queries, keys and values on ``device`` (lengths stay on the CPU).
+
+    The data itself when it is there already.
+
+    Raises:
+        ValueError: for a device that is not available (:func:`resolve_device`).
+    """
+    dev = resolve_device(device)
+    if data.q.device == dev or (dev.type == data.q.device.type and dev.index is None):
+        return data
+    move = lambda t: None if t is None else t.to(dev)  # noqa: E731
+    return dataclasses.replace(data, q=move(data.q), k=move(data.k), v=move(data.v))
 
 
 def _positive(name: str, value: object, *, optional: bool = False) -> None:
@@ -95,57 +160,112 @@ def evaluate_layer(
     block_size: int | None = None,
     gold_cache: dict | None = None,
     predict_cache: dict | None = None,
+    device: str | torch.device = "cpu",
+    longest: int | None = None,
 ) -> dict:
-    """Graph metrics of ``method`` (already fitted) on one layer of ``data``.
+    """Graph metrics and output error of ``method`` (already fitted) on one layer of ``data``.
 
     Sequences are scored in batches trimmed to their longest member; per-sequence figures are
     pooled over all batches before the paper's averaging (over sequences, then heads). Gold
-    graphs are kept in ``gold_cache`` (keyed by layer and batch) when one is given, so a sweep
-    computes each only once. ``predict_cache`` (one dict per fitted state) lets configurations
-    that differ only in window and global tokens share base predictions (``Method.predict``).
-    ``method`` is used as given: bind it to the data first (``Method.for_data``; the ``gold``
-    row takes the data's α), as :func:`evaluate` and sweeps do.
+    graphs and the full-attention reference outputs are kept in ``gold_cache`` (keyed by layer
+    and batch) when one is given, so a sweep computes each only once. ``predict_cache`` (one
+    dict per fitted state) lets configurations that differ only in window and global tokens
+    share base predictions (``Method.predict``). ``method`` is used as given: bind it to the
+    data first (``Method.for_data``; the ``gold`` row takes the data's α), as :func:`evaluate`
+    and sweeps do. Data without values (``v``) has no output error (NaN).
+
+    Args:
+        method: the fitted configuration.
+        data: the sequences scored (one split).
+        layer: the layer.
+        batch_size: sequences per batch.
+        block_size: kernel block size of the block-sparsity figures, or ``None``.
+        gold_cache: a dict reused across evaluations of the same data.
+        predict_cache: a dict shared by configurations of one fitted state.
+        device: where to predict and score (queries, keys and values are moved there).
+        longest: the dataset's longest sequence, up to which the length bins reach (default:
+            the longest in ``data``).
+
+    Returns:
+        ``{metric: value, "output_error": value, "per_head": {...}, "per_sequence": {...},
+        "sequence_lengths": [...], "by_length": {...}, "predict_s": seconds}``.
 
     Raises:
-        ValueError: for a layer out of range or a batch or block size that is not positive.
+        ValueError: for a layer out of range, a batch or block size that is not positive, or a
+            device that is not available.
     """
     check_layers(data, [layer])
     _positive("batch_size", batch_size)
     _positive("block_size", block_size, optional=True)
+    dev = resolve_device(device)
     pooled: dict[str, list[torch.Tensor]] = {}
+    errors: list[torch.Tensor] = []
     predict_s = 0.0
     for bi, batch in enumerate(data.batches(layer, batch_size)):
+        q, k = batch.q.to(dev), batch.k.to(dev)
+        v = None if batch.v is None else batch.v.to(dev)
         key = (layer, batch_size, bi)
-        gold = None if gold_cache is None else gold_cache.get(key)
-        if gold is None:
-            gold = gold_graph(
-                batch.q,
-                batch.k,
-                alpha=data.alpha,
-                lengths=batch.lengths,
-                causal=data.causal,
-                with_probs=True,
-            )
-            if gold_cache is not None:
-                gold_cache[key] = gold
+        gold, reference = _gold_and_reference(gold_cache, key, batch, q, k, v, data.alpha)
         t0 = time.perf_counter()
         cache = None if predict_cache is None else predict_cache.setdefault(key, {})
-        pred = method.predict(
-            batch.q, batch.k, lengths=batch.lengths, causal=data.causal, cache=cache
-        )
+        pred = method.predict(q, k, lengths=batch.lengths, causal=data.causal, cache=cache)
         predict_s += time.perf_counter() - t0
         if cache is not None:  # a reused base prediction still counts its own time
             predict_s += cache.get("reused_s", 0.0)
         m = graph_metrics(pred, gold, probs=gold, block_size=block_size)
-        for name, v in m["per_sequence"].items():
-            pooled.setdefault(name, []).append(v)
+        for name, val in m["per_sequence"].items():
+            pooled.setdefault(name, []).append(val)
+        if v is None:
+            errors.append(torch.full(q.shape[:2], float("nan"), dtype=torch.float64))
+        else:
+            err = output_error(
+                q,
+                k,
+                v,
+                pred,
+                data.alpha,
+                lengths=batch.lengths,
+                causal=data.causal,
+                reference=reference,
+            )
+            errors.append(err["per_sequence"]["output_error"])
     out: dict = {}
     per_head = {}
-    for name, vs in pooled.items():
-        out[name], per_head[name] = macro_average(torch.cat(vs))
+    per_bh = {name: torch.cat(vs) for name, vs in pooled.items()}
+    for name, values in per_bh.items():
+        out[name], per_head[name] = macro_average(values)
+    per_bh["output_error"] = torch.cat(errors)
+    out["output_error"] = macro_average(per_bh["output_error"])[0]
     out["per_head"] = per_head
+    out["per_sequence"] = per_sequence(per_bh)
+    out["sequence_lengths"] = [int(x) for x in data.lengths.tolist()]
+    longest = int(data.lengths.max()) if longest is None else longest
+    out["by_length"] = by_length(per_bh, data.lengths, longest)
     out["predict_s"] = predict_s
     return out
+
+
+def _gold_and_reference(cache: dict | None, key: tuple, batch, q, k, v, alpha: float):
+    """The gold graph and full-attention output (``None`` without values) of one batch.
+
+    Taken from ``cache`` when there, else computed (and stored when a cache is given).
+    """
+    gold = None if cache is None else cache.get(key)
+    if gold is None:
+        gold = gold_graph(
+            q, k, alpha=alpha, lengths=batch.lengths, causal=batch.causal, with_probs=True
+        )
+        if cache is not None:
+            cache[key] = gold
+    if v is None:
+        return gold, None
+    ref_key = ("reference", *key)
+    reference = None if cache is None else cache.get(ref_key)
+    if reference is None:
+        reference = reference_output(q, k, v, alpha, lengths=batch.lengths, causal=batch.causal)
+        if cache is not None:
+            cache[ref_key] = reference
+    return gold, reference
 
 
 def evaluate(
@@ -158,6 +278,7 @@ def evaluate(
     batch_size: int = 16,
     block_size: int | None = None,
     gold_cache: dict | None = None,
+    device: str | torch.device = "cpu",
 ) -> dict:
     """Fit ``method`` on the train split (when it learns) and score it on ``split``.
 
@@ -175,19 +296,25 @@ def evaluate(
         batch_size: sequences per batch (positive).
         block_size: kernel block size of the block-sparsity figures, or ``None``.
         gold_cache: a dict reused across evaluations of the same data and split.
+        device: ``"cpu"`` or ``"cuda"``: where the method is fitted and scored (the data's
+            queries, keys and values are moved there once).
 
     Returns:
         ``{"metrics": {...averaged over layers}, "layers": {layer: {...}}, "fit_s": float,
-        "predict_s": float}``.
+        "predict_s": float}``; each layer's entry also holds its ``output_error``,
+        ``per_sequence``, ``sequence_lengths`` and ``by_length`` (:func:`evaluate_layer`).
 
     Raises:
         ValueError: for a layer out of range, a missing split (naming the splits that exist),
-            a batch or block size that is not positive, or a learned method on data without a
-            ``train`` split.
+            a batch or block size that is not positive, a learned method on data without a
+            ``train`` split, or a device that is not available.
     """
     layers = _check_evaluate(data, method, layers, split, fit, batch_size, block_size)
-    target = data if split is None else data.split(split)
+    resolve_device(device)
+    longest = int(data.lengths.max())
     method = method.for_data(data)
+    data = on_device(data, device)
+    target = data if split is None else data.split(split)
     per_layer: dict[int, dict] = {}
     fit_s = predict_s = 0.0
     for i in layers:
@@ -198,7 +325,14 @@ def evaluate(
             m = method.clone().fit(train, i)
             fit_s += time.perf_counter() - t0
         per_layer[i] = evaluate_layer(
-            m, target, i, batch_size=batch_size, block_size=block_size, gold_cache=gold_cache
+            m,
+            target,
+            i,
+            batch_size=batch_size,
+            block_size=block_size,
+            gold_cache=gold_cache,
+            device=device,
+            longest=longest,
         )
         predict_s += per_layer[i].pop("predict_s")
     return {

@@ -13,7 +13,9 @@ length and, for causal attention, keys at or before the query.
 * ``block_sparsity`` = 1 − kept blocks / valid blocks at a kernel block size, where a block is
   kept if any predicted edge lies in it (``gold_block_sparsity``: the same for G)
 
-Sequences of length 0 have no valid pairs and are left out of every average.
+Sequences of length 0 have no valid pairs and are left out of every average. The attention
+``output_error`` lives in :mod:`.attention_error` and is re-exported here. Graphs on a GPU are
+scored there; the per-sequence figures come back on the CPU.
 """
 
 from __future__ import annotations
@@ -26,18 +28,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from sparsebench.methods import (
-    Band,
-    Graph,
-    RowIndex,
-    as_lengths,
-    check_alpha,
-    check_qk,
-    real_tokens,
-    to_scoring,
-)
+from sparsebench.methods import Graph, RowIndex, as_lengths, real_tokens
 
-from .kernels.dense import masked_attention
+from .attention_error import output_error
 
 __all__ = ["METRICS", "Metric", "average_layers", "graph_metrics", "macro_average", "output_error"]
 
@@ -189,15 +182,17 @@ def graph_metrics(
     B, H, N, M = pred.shape
     pred = pred.with_validity(lengths=lengths, causal=causal)
     gold = gold.with_validity(lengths=lengths, causal=causal)
+    dev = gold.device if _holds_tensors(gold) else pred.device  # where gold's key lists are
     L = lengths if lengths is not None else torch.full((B,), N, dtype=torch.long)
+    L = L.to(dev)
 
-    z = lambda: torch.zeros(B, H, dtype=torch.float64)  # noqa: E731
+    z = lambda: torch.zeros(B, H, dtype=torch.float64, device=dev)  # noqa: E731
     inter, n_gold, n_pred, exact_rows, mass, mass_tot = z(), z(), z(), z(), z(), z()
     kept_blocks, gold_blocks = z(), z()
     bs = block_size or 1
     sparse = _sparse_gold(gold, probs)
     for s, e in pred.row_chunks(multiple=bs):
-        p = pred.slab(s, e)  # (B, H, c, M), validity applied
+        p = pred.slab(s, e).to(dev)  # (B, H, c, M), validity applied
         if sparse is not None:
             # Gold as key lists: look the predicted mask up at the gold keys only. The gold side
             # of each chunk is computed once per gold graph and reused across predictions.
@@ -214,16 +209,16 @@ def graph_metrics(
                 kept_blocks += _blocks(p, bs).sum((-1, -2))
                 gold_blocks += gs["blocks"]
             continue
-        g = gold.slab(s, e)
+        g = gold.slab(s, e).to(dev)
         both = p & g
         inter += both.sum((-1, -2))
         n_gold += g.sum((-1, -2))
         n_pred += p.sum((-1, -2))
-        row_valid = real_tokens(L, B, e)[:, None, s:]  # (B, 1, c)
+        row_valid = real_tokens(L, B, e, device=dev)[:, None, s:]  # (B, 1, c)
         missing = (g & ~p).any(-1)  # (B, H, c)
         exact_rows += (~missing & row_valid).sum(-1)
         if probs is not None:
-            w = _weights_slab(probs, s, e, pred.shape)
+            w = _weights_slab(probs, s, e, pred.shape).to(dev)
             w = torch.where(g, w, 0.0)
             mass += torch.where(p, w, 0.0).sum((-1, -2))
             mass_tot += w.sum((-1, -2))
@@ -231,9 +226,9 @@ def graph_metrics(
             kept_blocks += _blocks(p, bs).sum((-1, -2))
             gold_blocks += _blocks(g, bs).sum((-1, -2))
 
-    valid = pred.num_valid().to(torch.float64).view(B, 1)
+    valid = pred.num_valid().to(dev, torch.float64).view(B, 1)
     seq_ok = valid > 0
-    nan = torch.tensor(float("nan"), dtype=torch.float64)
+    nan = torch.tensor(float("nan"), dtype=torch.float64, device=dev)
     per_seq: dict[str, Tensor] = {
         "recall": torch.where(n_gold > 0, inter / n_gold.clamp(min=1), nan),
         "sparsity": torch.where(seq_ok, 1 - n_pred / valid.clamp(min=1), nan),
@@ -249,6 +244,7 @@ def graph_metrics(
         per_seq["block_sparsity"] = torch.where(vb > 0, 1 - kept_blocks / vb.clamp(min=1), nan)
         per_seq["gold_block_sparsity"] = torch.where(vb > 0, 1 - gold_blocks / vb.clamp(min=1), nan)
 
+    per_seq = {name: v.cpu() for name, v in per_seq.items()}
     out: dict = {}
     per_head: dict[str, list[float]] = {}
     for name, v in per_seq.items():
@@ -256,6 +252,11 @@ def graph_metrics(
     out["per_head"] = per_head
     out["per_sequence"] = per_seq
     return out
+
+
+def _holds_tensors(graph: Graph) -> bool:
+    """Whether any part of ``graph`` stores tensors (structure-only parts such as bands do not)."""
+    return any(isinstance(x, Tensor) for p in graph.parts for x in vars(p).values())
 
 
 def _sparse_gold(gold: Graph, probs) -> tuple[RowIndex, bool] | None:
@@ -292,10 +293,10 @@ def _gold_chunk(
     B, H, _, M = shape
     idx = part.index[:, :, s:e]
     idx = idx.expand(B, H, *idx.shape[2:])
-    row_valid = real_tokens(L, B, e)[:, None, s:]  # (B, 1, c)
+    row_valid = real_tokens(L, B, e, device=idx.device)[:, None, s:]  # (B, 1, c)
     ok = (idx >= 0) & (idx < L.view(B, 1, 1, 1)) & row_valid.unsqueeze(-1)
     if causal:
-        ok &= idx <= torch.arange(s, e).view(1, 1, -1, 1)
+        ok &= idx <= torch.arange(s, e, device=idx.device).view(1, 1, -1, 1)
     out = {
         "idx": idx.clamp(min=0),
         "ok": ok,
@@ -316,9 +317,9 @@ def _row_blocks(idx: Tensor, ok: Tensor, s: int, e: int, bs: int, M: int) -> Ten
     """Blocks holding a listed edge, from key lists of rows ``[s, e)``: (B, H, c/bs, Mb)."""
     B, H, c, K = idx.shape
     cb, Mb = -(-c // bs), -(-M // bs)
-    row_block = (torch.arange(c) // bs).view(1, 1, c, 1)
+    row_block = (torch.arange(c, device=idx.device) // bs).view(1, 1, c, 1)
     flat = torch.where(ok, row_block * Mb + idx.clamp(min=0) // bs, cb * Mb)
-    out = torch.zeros(B, H, cb * Mb + 1, dtype=torch.bool)
+    out = torch.zeros(B, H, cb * Mb + 1, dtype=torch.bool, device=idx.device)
     out.scatter_(-1, flat.reshape(B, H, c * K), True)
     return out[..., : cb * Mb].view(B, H, cb, Mb)
 
@@ -336,53 +337,6 @@ def _blocks(mask: Tensor, bs: int) -> Tensor:
     if pad_r or pad_c:
         m = torch.nn.functional.pad(m, (0, pad_c, 0, pad_r))
     return m.view(B, H, (c + pad_r) // bs, bs, (M + pad_c) // bs, bs).amax(dim=(-1, -3)) > 0
-
-
-def output_error(
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    pred: Graph,
-    alpha: float = 1.5,
-    *,
-    lengths: Tensor | None = None,
-    causal: bool = False,
-) -> dict:
-    """Relative error of α-entmax attention restricted to ``pred`` against full α-entmax.
-
-    ``‖attn_Ĝ − attn_G‖ / ‖attn_G‖`` per sequence and head (Frobenius norm over its valid
-    query rows), averaged like :func:`graph_metrics`. ``attn_Ĝ`` is α-entmax over the predicted
-    valid keys only; a query with no predicted key outputs zero. Float16 and bfloat16 inputs
-    are computed in float32 (their scores overflow in half precision).
-
-    Returns:
-        ``{"output_error": value, "per_head": {"output_error": [H]}}``.
-
-    Raises:
-        ValueError: for invalid tensors, a graph of another shape, or an α that is not finite
-            and > 1.
-    """
-    alpha = check_alpha(alpha)
-    lengths = check_qk(q, k, v=v, lengths=lengths, causal=causal)
-    if not isinstance(pred, Graph):
-        raise ValueError(f"pred must be a sparsebench Graph, got {type(pred).__name__}")
-    if pred.shape != (*q.shape[:3], k.shape[2]):
-        raise ValueError(f"pred has shape {pred.shape}, q/k give {(*q.shape[:3], k.shape[2])}")
-    q, k, v = to_scoring(q), to_scoring(k), to_scoring(v)
-    if lengths is None:
-        lengths = pred.lengths
-    causal = causal or pred.causal
-    pred = pred.with_validity(lengths=lengths, causal=causal)
-    B, H, N, _ = q.shape
-    full = Graph((B, H, N, k.shape[2]), [Band(-N, k.shape[2])], lengths=lengths, causal=causal)
-    with torch.no_grad():
-        ref = masked_attention(q, k, v, full, "entmax", alpha)
-        approx = masked_attention(q, k, v, pred, "entmax", alpha)
-    num = ((approx - ref).double() ** 2).sum((-1, -2))
-    den = (ref.double() ** 2).sum((-1, -2))
-    per = torch.where(den > 0, (num / den.clamp(min=1e-300)).sqrt(), float("nan"))
-    value, per_head = macro_average(per)
-    return {"output_error": value, "per_head": {"output_error": per_head}}
 
 
 def average_layers(per_layer: Iterable[Mapping[str, float]]) -> dict[str, float]:

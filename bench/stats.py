@@ -40,6 +40,16 @@ def bootstrap_indices(n: int, *, reps: int = REPS, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, n, size=(reps, n))
 
 
+def _given(index: np.ndarray, n: int) -> np.ndarray:
+    """Resample indices given by the caller, checked: ``(reps, n)`` integers in ``range(n)``."""
+    index = np.asarray(index)
+    if index.ndim != 2 or index.shape[1] != n or index.shape[0] < 1:
+        raise ValueError(f"index must have shape (reps, {n}), got {index.shape}")
+    if not np.issubdtype(index.dtype, np.integer) or index.min() < 0 or index.max() >= n:
+        raise ValueError(f"index must hold integers in 0 .. {n - 1}")
+    return index
+
+
 def _bounds(stats: np.ndarray, level: float) -> tuple[float, float]:
     stats = stats[np.isfinite(stats)]
     if stats.size == 0:
@@ -77,6 +87,7 @@ def macro_interval(
         values = values[None, :]
     if index is None:
         index = bootstrap_indices(values.shape[1], reps=reps, seed=seed)
+    index = _given(index, values.shape[1])
     drawn = values[:, index]  # (layers, reps, sequences)
     with np.errstate(invalid="ignore"), _quiet():
         stats = np.nanmean(np.nanmean(drawn, axis=2), axis=0)
@@ -90,17 +101,21 @@ def ratio_interval(
     reps: int = REPS,
     seed: int = 0,
     level: float = LEVEL,
+    index: np.ndarray | None = None,
 ) -> tuple[float, float]:
     """Interval of ``sum(numerators) / sum(denominators)`` resampled over windows.
 
     For task figures pooled over tokens: accuracy is correct tokens over tokens, mean loss is
-    summed loss over tokens, each window one resampling unit.
+    summed loss over tokens, each window one resampling unit. ``index`` (``(reps, windows)``)
+    gives the resamples instead of drawing them from ``seed``.
     """
     num = np.asarray(numerators, dtype=float)
     den = np.asarray(denominators, dtype=float)
     if num.shape != den.shape:
         raise ValueError(f"numerators {num.shape} and denominators {den.shape} differ in shape")
-    index = bootstrap_indices(num.shape[0], reps=reps, seed=seed)
+    if index is None:
+        index = bootstrap_indices(num.shape[0], reps=reps, seed=seed)
+    index = _given(index, num.shape[0])
     with np.errstate(invalid="ignore", divide="ignore"):
         stats = num[index].sum(1) / den[index].sum(1)
     return _bounds(stats, level)
@@ -114,11 +129,13 @@ def paired_ratio_delta_interval(
     reps: int = REPS,
     seed: int = 0,
     level: float = LEVEL,
+    index: np.ndarray | None = None,
 ) -> tuple[float, float]:
     """Paired interval of ``Σa/Σd − Σb/Σd``: a method against the reference on the same windows.
 
     Each resample draws windows once and scores both on them, so the window-to-window spread
-    that both share cancels out of the difference.
+    that both share cancels out of the difference. ``index`` (``(reps, windows)``) gives the
+    resamples instead of drawing them from ``seed``.
     """
     a = np.asarray(numerators, dtype=float)
     b = np.asarray(reference_numerators, dtype=float)
@@ -127,7 +144,9 @@ def paired_ratio_delta_interval(
         raise ValueError(
             f"paired figures need the same windows: got {a.shape}, {b.shape}, {den.shape}"
         )
-    index = bootstrap_indices(a.shape[0], reps=reps, seed=seed)
+    if index is None:
+        index = bootstrap_indices(a.shape[0], reps=reps, seed=seed)
+    index = _given(index, a.shape[0])
     with np.errstate(invalid="ignore", divide="ignore"):
         total = den[index].sum(1)
         stats = (a[index].sum(1) - b[index].sum(1)) / total

@@ -183,7 +183,8 @@ def embedding_fidelity(
     alpha: float = 1.5,
     max_length: int = 128,
     batch_size: int = 16,
-) -> dict[str, float]:
+    device: str | torch.device = "cpu",
+) -> dict:
     """How well sentence embeddings survive attention restricted to a predicted graph.
 
     Each text's embedding is the mean of the encoder's last hidden states over its real tokens
@@ -191,17 +192,20 @@ def embedding_fidelity(
     with full α-entmax attention, and with α-entmax restricted in every layer to
     ``restrict(layer, q, k, lengths, causal)`` (a bool ``(B, H, N, M)`` mask built from that
     layer's own unscaled queries and keys). A query whose allowed row is empty outputs zero.
+    The model runs on ``device``.
 
     Returns:
-        ``{"cosine": mean, "cosine_min": min, "sentences": count}`` of the cosine similarity
-        between the two embeddings of each text.
+        ``{"cosine": mean, "cosine_min": min, "sentences": count, "num_tokens": real tokens
+        embedded, "per_window": {"cosine": [cosine of each text, in order]}}``, from the cosine
+        similarity between the two embeddings of each text.
     """
     texts = list(texts)
     if not texts:
         raise DatasetError("no texts to embed")
-    net, tok = entmax_model(model, alpha=alpha, progress=False)
+    net, tok = entmax_model(model, alpha=alpha, progress=False, device=device)
     check_encoder(net)
     cos = []
+    num_tokens = 0
     for start in range(0, len(texts), batch_size):
         enc = tok(
             texts[start : start + batch_size],
@@ -210,13 +214,21 @@ def embedding_fidelity(
             max_length=max_length,
             return_tensors="pt",
         )
-        mask = enc["attention_mask"].unsqueeze(-1).float()
         lengths = enc["attention_mask"].sum(-1)
+        num_tokens += int(lengths.sum())
+        enc = {name: t.to(device) for name, t in enc.items()}
+        mask = enc["attention_mask"].unsqueeze(-1).float()
         pooled = []
         for scope in (contextlib.nullcontext(), restricted_attention(restrict, lengths)):
             with scope, torch.no_grad():
                 hidden = net(**enc).last_hidden_state.float()
             pooled.append((hidden * mask).sum(1) / mask.sum(1).clamp(min=1))
         cos.append(torch.nn.functional.cosine_similarity(pooled[0], pooled[1], dim=-1))
-    c = torch.cat(cos).double()
-    return {"cosine": float(c.mean()), "cosine_min": float(c.min()), "sentences": len(texts)}
+    c = torch.cat(cos).double().cpu()
+    return {
+        "cosine": float(c.mean()),
+        "cosine_min": float(c.min()),
+        "sentences": len(texts),
+        "num_tokens": num_tokens,
+        "per_window": {"cosine": c.tolist()},
+    }

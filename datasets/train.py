@@ -20,7 +20,14 @@ from .models import EntmaxTransformer, ModelConfig, Restrict
 from .text import play_texts, split_plays
 from .tokenizer import Tokenizer
 
-__all__ = ["TrainConfig", "evaluate_model", "mlm_mask", "token_streams", "train_model"]
+__all__ = [
+    "TrainConfig",
+    "evaluate_model",
+    "held_out_windows",
+    "mlm_mask",
+    "token_streams",
+    "train_model",
+]
 
 
 @dataclass
@@ -74,6 +81,29 @@ def mlm_mask(ids: Tensor, vocab: int, prob: float, g: torch.Generator) -> tuple[
     return inputs, targets
 
 
+def _forward(
+    model: EntmaxTransformer,
+    ids: Tensor,
+    causal: bool,
+    vocab: int,
+    prob: float,
+    g: torch.Generator,
+    restrict: Restrict | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Logits and targets (``-100`` where no prediction is asked) of one batch.
+
+    The inputs are made (and masked, with the CPU generator ``g``) on the CPU, then moved to
+    the model's device.
+    """
+    if causal:
+        inputs, targets = ids[:, :-1], ids[:, 1:]
+    else:
+        inputs, targets = mlm_mask(ids, vocab, prob, g)
+    device = next(model.parameters()).device
+    inputs, targets = inputs.to(device), targets.to(device)
+    return model(inputs, restrict=restrict), targets
+
+
 def _loss(
     model: EntmaxTransformer,
     ids: Tensor,
@@ -84,11 +114,12 @@ def _loss(
     restrict: Restrict | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Summed loss, correct predictions and number of predictions of one batch."""
-    if causal:
-        inputs, targets = ids[:, :-1], ids[:, 1:]
-    else:
-        inputs, targets = mlm_mask(ids, vocab, prob, g)
-    logits = model(inputs, restrict=restrict)
+    logits, targets = _forward(model, ids, causal, vocab, prob, g, restrict)
+    return _totals(logits, targets)
+
+
+def _totals(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Summed loss, correct predictions and number of predictions of logits and targets."""
     flat_t = targets.reshape(-1)
     loss = torch.nn.functional.cross_entropy(
         logits.reshape(-1, logits.shape[-1]), flat_t, ignore_index=-100, reduction="sum"
@@ -96,6 +127,20 @@ def _loss(
     keep = flat_t != -100
     correct = (logits.reshape(-1, logits.shape[-1]).argmax(-1) == flat_t)[keep].sum()
     return loss, correct, keep.sum()
+
+
+def _per_window(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Summed loss, correct predictions and predictions of each window (row) of a batch."""
+    rows = targets.shape[0]
+    loss = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]),
+        targets.reshape(-1),
+        ignore_index=-100,
+        reduction="none",
+    ).view(rows, -1)
+    keep = targets != -100
+    correct = (logits.argmax(-1) == targets) & keep
+    return loss.double().sum(1), correct.sum(1), keep.sum(1)
 
 
 def evaluate_model(
@@ -107,36 +152,59 @@ def evaluate_model(
     seed: int = 1234,
     restrict: Restrict | None = None,
     max_windows: int | None = None,
-) -> dict[str, float]:
+) -> dict:
     """Loss (nats per predicted token), accuracy and perplexity on non-overlapping windows.
 
-    The masking of the encoder's evaluation is seeded, so figures are reproducible.
+    The windows are every non-overlapping window of ``seq_len`` tokens of the streams (the
+    held-out plays), in order; ``max_windows`` keeps the first ones (``None``: all). The
+    masking of the encoder's evaluation is seeded, so figures are reproducible. Windows run on
+    the model's device.
+
+    Returns:
+        ``loss``, ``accuracy``, ``perplexity``, ``tokens`` (= ``num_tokens``: predictions
+        scored), ``windows``, and ``per_window``: ``{"loss": [summed loss], "correct":
+        [correct predictions], "tokens": [predictions]}`` of each window, in order, from which
+        a bootstrap over windows recomputes the figures.
     """
     causal = model.cfg.causal
     g = torch.Generator().manual_seed(seed)
-    span = seq_len + 1 if causal else seq_len
-    windows = [s[i : i + span] for s in streams for i in range(0, len(s) - span + 1, span)]
+    windows = held_out_windows(streams, seq_len, causal)
     if max_windows is not None:
         windows = windows[:max_windows]
     tot_loss = tot_correct = tot_n = 0.0
+    per: dict[str, list] = {"loss": [], "correct": [], "tokens": []}
     model.eval()
     with torch.no_grad():
         for i in range(0, len(windows), 8):
             ids = torch.stack(windows[i : i + 8])
-            loss, correct, n = _loss(
+            logits, targets = _forward(
                 model, ids, causal, model.cfg.vocab_size, mask_prob, g, restrict
             )
+            loss, correct, n = _totals(logits, targets)
             tot_loss += float(loss)
             tot_correct += float(correct)
             tot_n += float(n)
+            for name, values in zip(per, _per_window(logits, targets), strict=True):
+                per[name] += values.tolist()
     loss = tot_loss / tot_n
     return {
         "loss": loss,
         "accuracy": tot_correct / tot_n,
         "perplexity": math.exp(loss),
         "tokens": int(tot_n),
+        "num_tokens": int(tot_n),
         "windows": len(windows),
+        "per_window": per,
     }
+
+
+def held_out_windows(streams: list[Tensor], seq_len: int, causal: bool) -> list[Tensor]:
+    """Every non-overlapping window of the streams, in order: what :func:`evaluate_model` scores.
+
+    A decoder's window holds ``seq_len + 1`` tokens (inputs and next-token targets).
+    """
+    span = seq_len + 1 if causal else seq_len
+    return [s[i : i + span] for s in streams for i in range(0, len(s) - span + 1, span)]
 
 
 def unigram_loss(train: list[Tensor], evals: list[Tensor], vocab: int) -> float:

@@ -190,3 +190,31 @@ def test_sparse_gold_path_equals_dense_path():
                 assert torch.allclose(
                     fast["per_sequence"][key], slow["per_sequence"][key], equal_nan=True
                 ), key
+
+
+@pytest.mark.parametrize("alpha", [1.5, 1.7])
+def test_output_error_paths_agree_with_the_dense_kernel(alpha):
+    # The threshold path of entmax_output gives exactly the dense kernel's attention (empty
+    # and padded rows included), and a precomputed reference gives the same error.
+    from sparsebench.bench.attention_error import entmax_output, reference_output
+    from sparsebench.bench.kernels.dense import masked_attention
+
+    gen = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(3, 2, 40, 8, generator=gen) for _ in range(3))
+    lengths = torch.tensor([40, 23, 5])
+    for causal in (False, True):
+        pred = Graph.from_dense(
+            torch.rand(3, 2, 40, 40, generator=gen) < 0.3, lengths=lengths, causal=causal
+        )
+        fast = entmax_output(q, k, v, pred, alpha)
+        dense = masked_attention(q, k, v, pred, "entmax", alpha)
+        assert torch.allclose(fast, dense, atol=1e-6)
+        if alpha == 1.5:
+            assert torch.equal(fast, dense)
+        ref = reference_output(q, k, v, alpha, lengths=lengths, causal=causal)
+        direct = output_error(q, k, v, pred, alpha, lengths=lengths, causal=causal)
+        reused = output_error(q, k, v, pred, alpha, lengths=lengths, causal=causal, reference=ref)
+        assert direct["output_error"] == reused["output_error"] > 0.01
+        assert direct["per_sequence"]["output_error"].shape == (3, 2)
+    with pytest.raises(ValueError, match="reference has shape"):
+        output_error(q, k, v, pred, reference=ref[:, :, :5])

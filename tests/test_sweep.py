@@ -42,8 +42,13 @@ def test_sweep_writes_and_skips(tmp_path):
         "seed",
         "params",
         "per_head",
+        "output_error",
+        "per_sequence",
+        "sequence_lengths",
+        "by_length",
     ):
         assert field in r
+    assert r["device"] == "cpu"  # where it ran, whether or not the machine has a GPU
     again = sweep(data, out, methods="window", grid="quick", progress=False, log=lambda m: None)
     assert again == {"done": 0, "skipped": 8, "failed": 0}
     assert len(read_records(out)) == 8

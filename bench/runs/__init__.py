@@ -10,7 +10,7 @@ one writer at a time. Each run writes into its own run folder (:mod:`.folders`).
 from __future__ import annotations
 
 from ..evaluate import check_layers, check_split
-from .accuracy import accuracy_sweep, restrict_with
+from .accuracy import accuracy_sweep, frontier_configs, restrict_with
 from .folders import RUN_FILE, atomic_write, is_run_folder, open_run_folder, read_run
 from .records import (
     RecordFile,
@@ -55,6 +55,7 @@ __all__ = [
     "expand_grid",
     "fit_key",
     "fit_once",
+    "frontier_configs",
     "group_by_fit",
     "is_run_folder",
     "lock_path",

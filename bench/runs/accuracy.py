@@ -14,23 +14,35 @@ output is zero — and never falls back to full attention.
 
 The reference row ``gold`` restricts attention to the gold α-entmax graph, which leaves it
 unchanged: it reproduces full attention.
+
+Each record keeps, besides the totals, the figures of every evaluation window (``per_window``:
+summed loss, correct and scored tokens per window; or the cosine of each sentence) and the
+number of tokens scored (``num_tokens``), from which a report computes bootstrap intervals over
+windows and paired intervals of the change against ``gold``. ``max_windows=None`` scores the
+whole held-out split. :func:`frontier_configs` picks, from a sweep, the configurations a
+leaderboard shows, so that those can be scored on the whole split (``only``).
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from tqdm.auto import tqdm
 
 from sparsebench import datasets
-from sparsebench.methods import Method
+from sparsebench.methods import Method, get
 
+from ..evaluate import device_label, on_device, resolve_device
 from .records import provenance, read_records, records_writer
 from .runner import configurations, fit_once, record_key, select_methods, with_predict_params
 
-__all__ = ["accuracy_sweep", "restrict_with"]
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["accuracy_sweep", "frontier_configs", "restrict_with"]
 
 
 def restrict_with(fitted: list[Method]) -> Callable:
@@ -49,6 +61,8 @@ def accuracy_sweep(
     methods: str = "*",
     grid: str = "quick",
     max_windows: int | None = 32,
+    only: Iterable[str] | None = None,
+    device: str = "cpu",
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> dict[str, int]:
@@ -57,28 +71,36 @@ def accuracy_sweep(
     ``model_name`` names a dataset of :data:`sparsebench.datasets.DATASETS` whose ``task`` is
     set; learned methods are fitted on its train split, once per group of configurations that
     share fit-time parameters. ``grid="default"`` runs each method's default configuration only
-    (the quick mode of ``sparsebench run``). One record per configuration goes to ``out``
-    (resumable, one writer at a time); the ``gold`` row runs first and is the reference of the
-    ``delta_`` figures. Records are keyed with the content hash of the model's Q/K dataset and
-    the sparsebench version. The run's steps (plan, fit, score, write) stay in this one
-    function so that what is kept between configurations — the current fit, the gold
-    reference — is visible in one place.
+    (the quick mode of ``sparsebench run``). ``max_windows`` scores the first windows (for
+    ``minilm-entmax``: that many sentences, evenly spaced) of the held-out split; ``None``
+    scores all of it. ``only`` scores just those configuration ids (e.g. from
+    :func:`frontier_configs`), looked up in every grid of the selected methods. ``device``
+    (``"cpu"`` or ``"cuda"``) is where the model runs and methods are fitted and predict.
+
+    One record per configuration goes to ``out`` (resumable, one writer at a time); the
+    ``gold`` row runs first and is the reference of the ``delta_`` figures. Records are keyed
+    with the content hash of the model's Q/K dataset and the sparsebench version. The run's
+    steps (plan, fit, score, write) stay in this one function so that what is kept between
+    configurations — the current fit, the gold reference — is visible in one place.
 
     Raises:
         DatasetError: for an unknown dataset name.
-        ValueError: for a dataset without a task, ``max_windows`` below 1, or ``methods``
-            that matches nothing.
+        ValueError: for a dataset without a task, ``max_windows`` below 1, ``methods`` that
+            matches nothing, an ``only`` id that no grid of the selected methods has, or a
+            device that is not available.
         RecordsLockedError: if another run is writing ``out``.
     """
     if max_windows is not None and (isinstance(max_windows, bool) or max_windows < 1):
         raise ValueError(f"max_windows must be a positive count or None (all), got {max_windows}")
+    resolve_device(device)
     spec = _scored(model_name)
     chosen = [(name, params) for _, name, params in select_methods(methods) if name != "gold"]
-    data = datasets.load(model_name, log=log)
-    n_layers, causal, run_task = _task(spec, data, max_windows)
+    wanted = None if only is None else _check_only(only)
+    data = on_device(datasets.load(model_name, log=log), device)
+    n_layers, causal, run_task = _task(spec, data, max_windows, device)
     train = data.split("train")
     split = f"eval-windows={max_windows or 'all'}"
-    prov = provenance()
+    prov = {**provenance(), "device": device_label(device)}
     data_hash, version = data.content_hash, prov["sparsebench"]
 
     def key(m: Method) -> str:
@@ -91,11 +113,13 @@ def accuracy_sweep(
         return [with_predict_params(f, m) for f in layers]
 
     # The gold row runs first: it is the reference of the other rows' delta_ figures.
-    configs = [
-        m
-        for name, params in [("gold", {}), *chosen]
-        for m in configurations(name, grid, causal, params)
-    ]
+    configs = configurations("gold", grid, causal)
+    if wanted is None:
+        configs += [
+            m for name, params in chosen for m in configurations(name, grid, causal, params)
+        ]
+    else:
+        configs += _only_configs(wanted, chosen, causal)
     with records_writer(out) as records:
         todo = [m for m in configs if key(m) not in records]
         log(
@@ -171,8 +195,10 @@ def _record(dataset, m, bound, split, task, res, gold, prov) -> dict:
     }
 
 
-def _task(spec: datasets.DatasetSpec, data, max_windows: int | None) -> tuple[int, bool, Callable]:
-    """Layers, causality and ``run(restrict) -> figures`` of a dataset's task."""
+def _task(
+    spec: datasets.DatasetSpec, data, max_windows: int | None, device: str = "cpu"
+) -> tuple[int, bool, Callable]:
+    """Layers, causality and ``run(restrict) -> figures`` of a dataset's task on ``device``."""
     if spec.task == "embedding-fidelity":
         from sparsebench.datasets.minilm import (
             embedding_fidelity,
@@ -182,11 +208,14 @@ def _task(spec: datasets.DatasetSpec, data, max_windows: int | None) -> tuple[in
         )
 
         model_dir = minilm_model_path()
-        # The held-out sentences of the dataset's eval split (the same even spacing).
-        texts = evenly_spaced(minilm_texts("eval"), max_windows or 32)
+        # Every held-out sentence, or that many evenly spaced (32: the sentences of the
+        # dataset's eval split).
+        texts = minilm_texts("eval")
+        if max_windows is not None:
+            texts = evenly_spaced(texts, min(max_windows, len(texts)))
 
         def run(restrict):
-            return embedding_fidelity(model_dir, texts, restrict, alpha=data.alpha)
+            return embedding_fidelity(model_dir, texts, restrict, alpha=data.alpha, device=device)
 
         return data.num_layers, data.causal, run
     if spec.task not in ("next-token", "masked-token"):
@@ -195,7 +224,7 @@ def _task(spec: datasets.DatasetSpec, data, max_windows: int | None) -> tuple[in
     from sparsebench.datasets.shakespeare import load_model, load_tokenizer
     from sparsebench.datasets.train import evaluate_model, token_streams
 
-    model = load_model(spec.model)
+    model = load_model(spec.model).to(device)
     streams = token_streams(load_tokenizer())["eval"]
 
     def run(restrict):
@@ -204,3 +233,93 @@ def _task(spec: datasets.DatasetSpec, data, max_windows: int | None) -> tuple[in
         )
 
     return model.cfg.n_layers, model.cfg.causal, run
+
+
+def _check_only(only: Iterable[str]) -> list[str]:
+    """The configuration ids of ``only``, once each; refuses a plain string or an empty list."""
+    if isinstance(only, str):
+        raise ValueError(f"only must be a list of configuration ids, got the string {only!r}")
+    wanted = list(dict.fromkeys(str(x) for x in only))
+    if not wanted:
+        raise ValueError("only is empty; give configuration ids, or None for the whole grid")
+    return wanted
+
+
+def _only_configs(wanted: list[str], chosen: list[tuple[str, dict]], causal: bool) -> list[Method]:
+    """The configurations with the ``wanted`` ids among every grid of the ``chosen`` methods.
+
+    Ids of methods that ``chosen`` does not select (and of ``gold``, which always runs) are
+    left out.
+
+    Raises:
+        ValueError: for an id of a selected method that none of its grids holds.
+    """
+    found: dict[str, Method] = {}
+    selected = {name for name, _ in chosen}
+    for name, params in chosen:
+        for setting in ("default", *get(name).grid):
+            for m in configurations(name, setting, causal, params):
+                found.setdefault(m.id, m)
+    out = []
+    for cid in wanted:
+        name = cid.split("[", 1)[0]
+        if name == "gold" or name not in selected:
+            continue
+        if cid not in found:
+            raise ValueError(
+                f"configuration {cid!r} is in no grid of {name}; score it on its own with "
+                f"--methods '{name}:k=v' (its parameters), or leave it out"
+            )
+        out.append(found[cid])
+    return out
+
+
+def frontier_configs(records: pd.DataFrame) -> dict[str, list[str]]:
+    """Per method, the configurations a leaderboard shows, from one dataset's sweep records.
+
+    They are the method's recall-sparsity Pareto frontier (layer-averaged, of the newest
+    dataset build and version, as the leaderboard takes them) and its sparsest configurations
+    at recall 0.90 / 0.95 / 0.99 (frontier points themselves, listed once).
+
+    Args:
+        records: sweep records of one dataset (:func:`sparsebench.bench.report.load_records`);
+            accuracy records among them are left out.
+
+    Returns:
+        ``{method: [configuration ids, by increasing sparsity]}``.
+
+    Raises:
+        ValueError: for records of more than one dataset.
+    """
+    from ..report.summary import (
+        THRESHOLDS,
+        layer_average,
+        newest_identity,
+        pareto_frontier,
+        summarize,
+    )
+
+    df = records
+    if "kind" in df.columns:
+        df = df[df["kind"].isna() | (df["kind"] != "accuracy")]
+    if "layer" in df.columns:
+        df = df[df["layer"].notna()]
+    if df.empty:
+        return {}
+    names = sorted(df["dataset"].dropna().unique())
+    if len(names) > 1:
+        raise ValueError(
+            f"records hold {len(names)} datasets ({', '.join(names)}); give one dataset's records"
+        )
+    df, _ = newest_identity(df.reset_index(drop=True))
+    avg = layer_average(df)
+    out: dict[str, list[str]] = {}
+    for method, group in pareto_frontier(avg).groupby("method", sort=False):
+        out[str(method)] = [str(x) for x in group["method_id"]]
+    for _, row in summarize(avg, THRESHOLDS).iterrows():
+        ids = out.setdefault(str(row["method"]), [])
+        for t in THRESHOLDS:
+            cid = row[f"config@{t:.2f}"]
+            if cid and cid not in ids:
+                ids.append(str(cid))
+    return out

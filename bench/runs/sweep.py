@@ -23,7 +23,14 @@ from tqdm.auto import tqdm
 from sparsebench.datasets import QKData, check_name
 from sparsebench.methods import Method
 
-from ..evaluate import check_layers, check_split, evaluate_layer
+from ..evaluate import (
+    check_layers,
+    check_split,
+    device_label,
+    evaluate_layer,
+    on_device,
+    resolve_device,
+)
 from .records import provenance, records_writer
 from .runner import configurations, fit_once, record_key, select_methods, with_predict_params
 
@@ -46,15 +53,21 @@ def run_unit(
     prov: dict[str, Any],
     data_hash: str,
     gold_cache: dict | None = None,
+    device: str = "cpu",
+    longest: int | None = None,
 ) -> Iterator[tuple[str, Any]]:
     """Fit and evaluate configurations of one method on one layer.
 
     Configurations sharing fit-time parameters share one fit. Yields ``("record", record)`` as
     each configuration finishes and ``("failure", message)`` for one that breaks (it never
     stops the others). ``data_hash`` is the content hash of the whole dataset, which keys the
-    records.
+    records. ``device`` is where methods are fitted and scored (the data is moved there unless
+    it is there already); ``longest`` the dataset's longest sequence, up to which the records'
+    length bins reach.
     """
     gold_cache = {} if gold_cache is None else gold_cache
+    target = on_device(target, device)
+    train = None if train is None else on_device(train, device)
 
     def fit(m: Method) -> Method:
         if train is None:
@@ -79,6 +92,8 @@ def run_unit(
                     block_size=BLOCK_SIZE,
                     gold_cache=gold_cache,
                     predict_cache=predict_cache,
+                    device=device,
+                    longest=longest,
                 )
             except Exception as e:
                 yield "failure", f"{m.id} layer {layer}: failed ({type(e).__name__}: {e})"
@@ -187,6 +202,7 @@ def sweep(
     address: str | None = None,
     gpus_per_task: float = 0,
     num_cpus: int | None = None,
+    device: str = "cpu",
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> dict[str, int]:
@@ -208,6 +224,8 @@ def sweep(
         address: Ray cluster address (``None``: start a local instance).
         gpus_per_task: GPUs each Ray task requests (so one timing task owns one GPU).
         num_cpus: CPUs of a local Ray instance (default: all).
+        device: ``"cpu"`` or ``"cuda"``: where methods are fitted and scored (the records'
+            ``device`` field says which).
         progress: show a progress bar.
         log: where messages go.
 
@@ -215,8 +233,8 @@ def sweep(
         ``{"done": records written now, "skipped": already present, "failed": errors}``.
 
     Raises:
-        ValueError: for arguments that do not fit the data (:func:`sweep_plan`), or a dataset
-            name that is not a valid name.
+        ValueError: for arguments that do not fit the data (:func:`sweep_plan`), a dataset
+            name that is not a valid name, or a device that is not available.
         RecordsLockedError: if another run is writing ``out``.
 
     The plan, the executor choice and the single writer stay in this one function: every
@@ -225,11 +243,15 @@ def sweep(
     if executor not in ("local", "ray"):
         raise ValueError(f"executor must be 'local' or 'ray', got {executor!r}")
     dataset = check_name(dataset or data.meta.get("name", "dataset"))
+    resolve_device(device)
     layers, plan = sweep_plan(data, methods=methods, grid=grid, layers=layers, split=split)
+    data_hash = data.content_hash
+    longest = int(data.lengths.max())
+    if executor == "local":  # Ray tasks move their own copy
+        data = on_device(data, device)
     target = data.split(split)
     train = data.split("train") if "train" in data.split_names else None
-    prov = provenance()
-    data_hash = data.content_hash
+    prov = {**provenance(), "device": device_label(device)}
     out = Path(out)
     version = prov["sparsebench"]
 
@@ -253,6 +275,8 @@ def sweep(
             "batch_size": batch_size,
             "prov": prov,
             "data_hash": data_hash,
+            "device": device,
+            "longest": longest,
         }
         bar = tqdm(total=total, disable=not progress, unit="config", desc=dataset)
         written = failed = 0

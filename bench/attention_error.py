@@ -1,0 +1,160 @@
+"""The attention output error: α-entmax restricted to a predicted graph against full α-entmax.
+
+``‖attn_Ĝ − attn_G‖ / ‖attn_G‖`` per sequence and head, where ``attn_G`` is full α-entmax
+attention (its support is the gold graph G) and ``attn_Ĝ`` is α-entmax over the predicted
+valid keys only. The reference output depends only on the layer's queries, keys and values,
+so a sweep computes it once per batch (:func:`reference_output`) and passes it to
+:func:`output_error` for every configuration.
+
+For α = 1.5 the probabilities come from the threshold of the top entries of each row
+(:func:`sparsebench.methods.gold.entmax15_threshold`, widened until the support fits), the
+arithmetic of the exact sort-based algorithm, so they equal ``entmax15`` over the whole row
+without sorting it; a row with no allowed key (a padded query) is settled at once and outputs
+zero. Other α use bisection over the whole row.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from sparsebench.methods import (
+    Band,
+    Graph,
+    attention_logits,
+    attention_probs,
+    check_alpha,
+    check_qk,
+    to_scoring,
+)
+from sparsebench.methods.gold import entmax15_threshold
+
+__all__ = ["entmax_output", "output_error", "reference_output"]
+
+
+def entmax_output(q: Tensor, k: Tensor, v: Tensor, graph: Graph, alpha: float) -> Tensor:
+    """α-entmax attention restricted to ``graph``, a slab of query rows at a time (unchecked).
+
+    Inputs are in the scoring dtype and already checked; ``graph`` carries the lengths and
+    causality. Returns ``(B, H, N, Dv)``; rows with no allowed key are zero.
+    """
+    B, H, N, _ = q.shape
+    M = k.shape[2]
+    out = torch.zeros(B, H, N, v.shape[-1], dtype=v.dtype, device=v.device)
+    for s, e in graph.row_chunks():
+        allowed = graph.slab(s, e).to(q.device)
+        z = attention_logits(q[:, :, s:e], k).masked_fill_(~allowed, float("-inf"))
+        if alpha != 1.5:
+            out[:, :, s:e] = attention_probs(z, "entmax", alpha) @ v
+            continue
+        empty = ~allowed.any(-1, keepdim=True)
+        z[..., :1].masked_fill_(empty, 0.0)  # one finite entry: settled in the first round
+        flat = z.view(-1, M)
+        probs = torch.zeros_like(flat)
+        for part in entmax15_threshold(flat, 32, from_logits=True, list_support=True):
+            if part.rows is None:
+                probs.scatter_(-1, part.index, part.probs)
+            else:
+                probs[part.rows] = probs[part.rows].scatter(-1, part.index, part.probs)
+        probs = probs.view(z.shape).masked_fill_(empty, 0.0)
+        out[:, :, s:e] = probs @ v
+    return out
+
+
+def _checked(q, k, v, alpha, lengths, causal):
+    alpha = check_alpha(alpha)
+    lengths = check_qk(q, k, v=v, lengths=lengths, causal=causal)
+    return to_scoring(q), to_scoring(k), to_scoring(v), alpha, lengths
+
+
+def _full(q: Tensor, k: Tensor, lengths, causal: bool) -> Graph:
+    B, H, N, _ = q.shape
+    return Graph((B, H, N, k.shape[2]), [Band(-N, k.shape[2])], lengths=lengths, causal=causal)
+
+
+def reference_output(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    alpha: float = 1.5,
+    *,
+    lengths: Tensor | None = None,
+    causal: bool = False,
+) -> Tensor:
+    """Full α-entmax attention ``(B, H, N, Dv)`` (in the scoring dtype): ``attn_G``.
+
+    Pass it to :func:`output_error` as ``reference`` to score many predictions of one batch.
+
+    Raises:
+        ValueError: for invalid tensors or an α that is not finite and > 1.
+    """
+    q, k, v, alpha, lengths = _checked(q, k, v, alpha, lengths, causal)
+    with torch.no_grad():
+        return entmax_output(q, k, v, _full(q, k, lengths, causal), alpha)
+
+
+def output_error(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    pred: Graph,
+    alpha: float = 1.5,
+    *,
+    lengths: Tensor | None = None,
+    causal: bool = False,
+    reference: Tensor | None = None,
+) -> dict:
+    """Relative error of α-entmax attention restricted to ``pred`` against full α-entmax.
+
+    ``‖attn_Ĝ − attn_G‖ / ‖attn_G‖`` per sequence and head (Frobenius norm over its valid
+    query rows), averaged like :func:`~sparsebench.bench.metrics.graph_metrics`. ``attn_Ĝ`` is
+    α-entmax over the predicted valid keys only; a query with no predicted key outputs zero.
+    Float16 and bfloat16 inputs are computed in float32 (their scores overflow in half
+    precision).
+
+    Args:
+        q: ``(B, H, N, D)`` queries of one layer, unscaled.
+        k: ``(B, H, M, D)`` keys.
+        v: ``(B, H, M, Dv)`` values.
+        pred: the predicted graph ``(B, H, N, M)``.
+        alpha: entmax α.
+        lengths: ``(B,)`` valid lengths (default: the graph's).
+        causal: keys after the query are excluded (also on if ``pred`` is causal).
+        reference: :func:`reference_output` of the same inputs, lengths and causality, to
+            reuse it across predictions; computed here when absent.
+
+    Returns:
+        ``{"output_error": value, "per_head": {"output_error": [H]}, "per_sequence":
+        {"output_error": (B, H) tensor}}``.
+
+    Raises:
+        ValueError: for invalid tensors, a graph or reference of another shape, or an α that
+            is not finite and > 1.
+    """
+    from .metrics import macro_average
+
+    q, k, v, alpha, lengths = _checked(q, k, v, alpha, lengths, causal)
+    if not isinstance(pred, Graph):
+        raise ValueError(f"pred must be a sparsebench Graph, got {type(pred).__name__}")
+    if pred.shape != (*q.shape[:3], k.shape[2]):
+        raise ValueError(f"pred has shape {pred.shape}, q/k give {(*q.shape[:3], k.shape[2])}")
+    if lengths is None:
+        lengths = pred.lengths
+    causal = causal or pred.causal
+    expected = (*q.shape[:3], v.shape[-1])
+    if reference is not None and tuple(reference.shape) != expected:
+        raise ValueError(f"reference has shape {tuple(reference.shape)}, expected {expected}")
+    pred = pred.with_validity(lengths=lengths, causal=causal)
+    with torch.no_grad():
+        if reference is None:
+            reference = entmax_output(q, k, v, _full(q, k, lengths, causal), alpha)
+        approx = entmax_output(q, k, v, pred, alpha)
+    num = ((approx - reference).double() ** 2).sum((-1, -2))
+    den = (reference.double() ** 2).sum((-1, -2))
+    per = torch.where(den > 0, (num / den.clamp(min=1e-300)).sqrt(), float("nan")).cpu()
+    value, per_head = macro_average(per)
+    return {
+        "output_error": value,
+        "per_head": {"output_error": per_head},
+        "per_sequence": {"output_error": per},
+    }
