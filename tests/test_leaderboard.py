@@ -63,7 +63,8 @@ def test_leaderboard_files(tmp_path):
     # Ranked rows first (window beats bigbird at recall 0.95), then the reference block.
     assert body[1].startswith("| window | ") and body[2].startswith("| bigbird | ")
     assert "*reference rows*" in body[3] and body[4].startswith("| full | ")
-    assert "**0.800**" in body[1]  # window's sparsity@0.95 is the best: bold
+    # Records without per-sequence values: figures without an interval, and so no best mark.
+    assert "**" not in md and "±" not in body[1] and "0.800" in body[1]
     assert "`window[w=3]`" in body[1]
     assert "window[w=1]" not in md  # incomplete configuration left out
     rows = list(csv.DictReader(open(results / "toy" / "leaderboard.csv")))
@@ -216,8 +217,12 @@ def test_columns_read_the_metric_table():
 
     for c in COLUMNS:
         assert c.metric in METRICS
-        assert c.title.endswith("↑" if METRICS[c.metric].higher_is_better else "↓")
+        if c.ranked:
+            assert c.title.endswith("↑" if METRICS[c.metric].higher_is_better else "↓")
     by = {c.key: c for c in COLUMNS}
+    assert by["tokens@0.95"].title == "Tokens" and not by["tokens@0.95"].ranked
+    assert by["output_error@0.95"].title == "Output error @ 0.95 ↓"
+    assert by["delta_accuracy@0.95"].format(-0.05, -0.061, -0.039) == "-0.050 ± 0.011"
     assert by["sparsity@0.95"].title == "Sparsity @ recall 0.95 ↑"
     assert by["delta_accuracy@0.95"].format(-0.05) == "-0.0500"
     assert by["predict_ms"].title == "Predict ms ↓" and by["predict_ms"].format(2.0) == "2.0"

@@ -6,7 +6,8 @@ import html
 import math
 import platform
 
-from .tables import COLUMNS
+from .formatting import INTERVAL_NOTE
+from .tables import COLUMNS, TABLE_NOTE, table_cells
 
 __all__ = ["index_html", "results_readme"]
 
@@ -33,30 +34,41 @@ def index_html(sections: list, meta: str, speed_imgs: list[str] | None = None) -
     ]
     for dataset, t, img, note in sections:
         parts.append(f"<h2>{html.escape(dataset)}</h2><p>{html.escape(note)}</p>")
-        parts.append("<table><thead><tr>")
-        cols = ["name"] + [c.key for c in COLUMNS] + ["config@0.95"]
-        heads = ["Method"] + [c.title for c in COLUMNS] + ["Config @ 0.95"]
-        for i, h in enumerate(heads):
-            parts.append(f"<th onclick='srt(this.closest(\"table\"),{i})'>{html.escape(h)}</th>")
-        parts.append("</tr></thead><tbody>")
-        for _, r in t.iterrows():
-            parts.append(f"<tr class='{'ref' if r['reference'] else ''}'>")
-            for c in cols:
-                v = r.get(c, "")
-                if isinstance(v, float):
-                    text = "—" if math.isnan(v) else f"{v:.3f}"
-                    parts.append(f"<td data-v='{'' if math.isnan(v) else v}'>{text}</td>")
-                else:
-                    parts.append(f"<td>{html.escape(str(v or '—'))}</td>")
-            parts.append("</tr>")
-        parts.append("</tbody></table>")
+        parts.append(_table(t))
         for src in img:
             parts.append(f"<p><img src='{html.escape(src)}' alt='{html.escape(src)}'></p>")
+    parts.append(f"<p>{html.escape(TABLE_NOTE)}</p><p>{html.escape(INTERVAL_NOTE)}</p>")
     if speed_imgs:
         parts.append("<h2>Speed and memory</h2><p>Table: <a href='speed/speed.md'>speed.md</a></p>")
         parts += [f"<p><img src='{html.escape(i)}' alt='speed'></p>" for i in speed_imgs]
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _table(t) -> str:
+    """One sortable table: figures with their intervals, the best in bold, sorted by value."""
+    heads = ["Method"] + [c.title for c in COLUMNS] + ["Config @ 0.95"]
+    parts = ["<table><thead><tr>"]
+    for i, h in enumerate(heads):
+        parts.append(f"<th onclick='srt(this.closest(\"table\"),{i})'>{html.escape(h)}</th>")
+    parts.append("</tr></thead><tbody>")
+    cells = table_cells(t)
+    for i in range(len(t)):
+        r = t.iloc[i]
+        parts.append(f"<tr class='{'ref' if r['reference'] else ''}'>")
+        parts.append(f"<td>{html.escape(str(r['name']))}</td>")
+        for c, (text, best) in zip(COLUMNS, cells[i], strict=True):
+            v = r.get(c.key, math.nan)
+            try:
+                sort = "" if math.isnan(float(v)) else repr(float(v))
+            except (TypeError, ValueError):
+                sort = ""
+            body = f"<b>{html.escape(text)}</b>" if best else html.escape(text)
+            parts.append(f"<td data-v='{sort}'>{body}</td>")
+        parts.append(f"<td>{html.escape(str(r.get('config@0.95') or '—'))}</td>")
+        parts.append("</tr>")
+    parts.append("</tbody></table>")
+    return "".join(parts)
 
 
 def results_readme(sections: list, meta: str) -> str:
@@ -80,7 +92,12 @@ def results_readme(sections: list, meta: str) -> str:
         "sha, versions, device, date, seed, times) |",
         "| `<dataset>/leaderboard.md`, `.csv` | methods ranked by sparsity at recall 0.95, then "
         "AUC; reference rows apart |",
-        "| `<dataset>/configs.csv` | every configuration, metrics averaged over layers |",
+        "| `<dataset>/leaderboard.tex` | the same table for a paper (booktabs; written when "
+        "`sparsebench leaderboard --format latex` asks for it) |",
+        "| `<dataset>/configs.csv` | every configuration, metrics (output error included) "
+        "averaged over layers, with `<metric>_lo`/`_hi` interval bounds |",
+        "| `<dataset>/by_length.csv`, `length.png` | each method's recall-0.95 configuration: "
+        "recall and sparsity per sequence-length bin of 128 tokens, with intervals |",
         "| `<dataset>/pareto.png` | recall against sparsity, each method's frontier |",
         "| `<dataset>/accuracy.jsonl`, `accuracy.png` | task accuracy with each configuration's "
         "graph replacing attention in the bundled model (`sparsebench accuracy`) |",
@@ -95,6 +112,15 @@ def results_readme(sections: list, meta: str) -> str:
         "dataset against the same gold α-entmax graph; learned methods fit on the training split "
         "only; metrics are averaged per sequence, then over heads, then over layers; a "
         "configuration counts only with all its layers present.",
+        "",
+        "Intervals: every graph figure is shown as `value ± half-width` of its 95% percentile "
+        "bootstrap interval (1000 resamples over the evaluation sequences, a sequence keeping "
+        "all its layers and heads together; the same resamples for every configuration of a "
+        "dataset); task accuracy over evaluation windows, Δ accuracy paired (the same windows "
+        "for the method and full attention). A figure is rounded to what its interval supports "
+        "and marked best only where its interval does not overlap the runner-up's; AUC, times "
+        "and memory have no interval. Records written before intervals existed show their "
+        "figures without one.",
         "",
         "Datasets: " + ", ".join(f"[{d}]({d}/leaderboard.md)" for d, *_ in sections) + ".",
         "",

@@ -10,6 +10,10 @@ sparsity. Summary figures read the frontier:
 * ``auc``: the area under the frontier's step curve ``R(s)`` = the best recall among
   configurations of sparsity at least ``s``, for ``s`` from 0 to 1 (a configuration with recall
   1 at sparsity ``s`` alone gives an area of ``s``).
+
+:func:`with_intervals` adds each configuration's bootstrap interval over evaluation sequences
+(from the records' ``per_sequence`` values); :func:`by_length_table` (from :mod:`.lengths`)
+gives figures per sequence-length bin.
 """
 
 from __future__ import annotations
@@ -20,22 +24,47 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 import pandas as pd
 
+from .. import stats
 from ..metrics import METRICS
+from .intervals import (
+    bounds,
+    macro_resamples,
+    per_sequence_matrix,
+    records_by_config,
+    resample_counts,
+)
+from .lengths import LENGTH_BIN, by_length_table, length_bins
 
 __all__ = [
+    "INTERVAL_METRICS",
+    "LENGTH_BIN",
     "THRESHOLDS",
     "Identity",
+    "by_length_table",
     "identity_columns",
     "layer_average",
+    "length_bins",
     "load_records",
     "newest_identity",
     "pareto_frontier",
     "summarize",
+    "with_intervals",
 ]
 
 THRESHOLDS = (0.90, 0.95, 0.99)
+#: The graph metrics that get a bootstrap interval (``<m>_lo``, ``<m>_hi``).
+INTERVAL_METRICS = (
+    "recall",
+    "sparsity",
+    "exact",
+    "precision",
+    "mass_recall",
+    "block_sparsity",
+    "output_error",
+)
 _KEYS = ["dataset", "method", "method_id"]
 
 
@@ -125,7 +154,8 @@ def newest_identity(df: pd.DataFrame) -> tuple[pd.DataFrame, Identity]:
 def layer_average(df: pd.DataFrame, complete: bool = True) -> pd.DataFrame:
     """One row per (dataset, method configuration): metrics averaged over its layers.
 
-    The averaged metrics are the per-layer ones of :data:`~sparsebench.bench.metrics.METRICS`.
+    The averaged metrics are the per-layer ones of :data:`~sparsebench.bench.metrics.METRICS`
+    and ``output_error``.
 
     With ``complete`` a configuration counts only when it has as many layers as the most
     complete configuration of its dataset (a sweep still in progress is not half-averaged).
@@ -133,6 +163,8 @@ def layer_average(df: pd.DataFrame, complete: bool = True) -> pd.DataFrame:
     if df.empty:
         return df
     metrics = [name for name, m in METRICS.items() if m.per_layer and name in df.columns]
+    if "output_error" in df.columns and "output_error" not in metrics:
+        metrics.append("output_error")
     keep = [c for c in df.columns if c.startswith("param.")]
     agg = {c: "mean" for c in metrics}
     agg.update({c: "first" for c in keep})
@@ -205,3 +237,55 @@ def summarize(df: pd.DataFrame, thresholds: Iterable[float] = THRESHOLDS) -> pd.
                 row[f"config@{t:.2f}"] = best["method_id"]
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def with_intervals(
+    avg: pd.DataFrame,
+    records: pd.DataFrame,
+    *,
+    reps: int = stats.REPS,
+    seed: int = 0,
+    level: float = stats.LEVEL,
+) -> pd.DataFrame:
+    """The layer averages with a bootstrap interval for each metric of :data:`INTERVAL_METRICS`.
+
+    Adds ``<m>_lo`` and ``<m>_hi``: the percentile interval of the configuration's figure when
+    the evaluation sequences are resampled (a sequence keeps all its layers and heads together),
+    from its records' ``per_sequence`` values. Every configuration of a dataset is scored on the
+    same resamples (one set of indices per dataset), as :func:`stats.macro_interval` with a
+    shared ``index`` would score them. NaN where the records hold no ``per_sequence`` values
+    (records written before intervals existed): never an interval made up.
+
+    Args:
+        avg: :func:`layer_average` rows.
+        records: the records they were averaged from.
+        reps: bootstrap resamples.
+        seed: seed of the resamples.
+        level: coverage of the intervals.
+    """
+    out = avg.copy()
+    for m in INTERVAL_METRICS:
+        out[f"{m}_lo"] = np.nan
+        out[f"{m}_hi"] = np.nan
+    if out.empty or records.empty or "per_sequence" not in records:
+        return out
+    groups = records_by_config(records)
+    counts: dict[tuple, np.ndarray] = {}
+    for dataset, rows in out.groupby("dataset", sort=False, dropna=False):
+        for m in INTERVAL_METRICS:
+            stacks: dict[tuple[int, int], list[tuple[int, np.ndarray]]] = {}
+            for i, row in rows.iterrows():
+                recs = groups.get((dataset, row["method"], row["method_id"]), [])
+                mat = per_sequence_matrix(recs, m)
+                if mat is not None:
+                    stacks.setdefault(mat.shape, []).append((i, mat))
+            for (_, n), items in stacks.items():
+                if (dataset, n) not in counts:
+                    index = stats.bootstrap_indices(n, reps=reps, seed=seed)
+                    counts[(dataset, n)] = resample_counts(index, n)
+                samples = macro_resamples(np.stack([x for _, x in items]), counts[(dataset, n)])
+                lo, hi = bounds(samples, level)
+                where = [i for i, _ in items]
+                out.loc[where, f"{m}_lo"] = lo
+                out.loc[where, f"{m}_hi"] = hi
+    return out

@@ -14,6 +14,7 @@ import pandas as pd
 from sparsebench.methods import get
 
 from ..metrics import METRICS, Metric
+from .formatting import INTERVAL_NOTE, best_position, format_interval
 from .summary import THRESHOLDS
 
 __all__ = [
@@ -36,12 +37,17 @@ class Column:
             format.
         header: the column header (default: the metric's).
         fmt: the cell format (default: the metric's); set where the column changes the unit.
+        interval: whether the table holds the figure's interval as ``<key>_lo``, ``<key>_hi``.
+        ranked: whether the column is ranked (an arrow in its title, a best mark); an
+            unranked column says something about a neighbour, such as its token count.
     """
 
     key: str
     metric: str
     header: str = ""
     fmt: str = ""
+    interval: bool = False
+    ranked: bool = True
 
     @property
     def base(self) -> Metric:
@@ -51,22 +57,28 @@ class Column:
     @property
     def title(self) -> str:
         """Header with the direction arrow, as tables print it."""
-        return f"{self.header or self.base.header} {self.base.arrow}"
+        head = self.header or self.base.header
+        return f"{head} {self.base.arrow}" if self.ranked else head
 
-    def format(self, value: float) -> str:
-        """One cell's text."""
-        return (self.fmt or self.base.fmt).format(value)
+    def format(self, value: float, lo: float = math.nan, hi: float = math.nan) -> str:
+        """One cell's text: ``value ± half-width`` when an interval is given."""
+        return format_interval(value, lo, hi, self.fmt or self.base.fmt)
 
 
-#: The ranked columns of every leaderboard table, in order.
+#: The columns of every leaderboard table, in order.
 COLUMNS: tuple[Column, ...] = (
-    *(Column(f"sparsity@{t:.2f}", "sparsity", f"Sparsity @ recall {t:.2f}") for t in THRESHOLDS),
+    *(
+        Column(f"sparsity@{t:.2f}", "sparsity", f"Sparsity @ recall {t:.2f}", interval=True)
+        for t in THRESHOLDS
+    ),
     Column("auc", "auc"),
-    Column("best_recall", "recall", "Best recall"),
-    Column("block_sparsity@0.95", "block_sparsity", "Block sparsity @ 0.95"),
-    Column("exact@0.95", "exact", "Exact @ 0.95"),
-    Column("accuracy@0.95", "accuracy", "Accuracy @ 0.95"),
-    Column("delta_accuracy@0.95", "delta_accuracy", "Δ accuracy @ 0.95"),
+    Column("best_recall", "recall", "Best recall", interval=True),
+    Column("block_sparsity@0.95", "block_sparsity", "Block sparsity @ 0.95", interval=True),
+    Column("exact@0.95", "exact", "Exact @ 0.95", interval=True),
+    Column("output_error@0.95", "output_error", "Output error @ 0.95", interval=True),
+    Column("accuracy@0.95", "accuracy", "Accuracy @ 0.95", interval=True),
+    Column("delta_accuracy@0.95", "delta_accuracy", "Δ accuracy @ 0.95", interval=True),
+    Column("tokens@0.95", "accuracy", "Tokens", "{:.0f}", ranked=False),
     Column("fit_s", "fit_s"),
     Column("predict_ms", "predict_s", "Predict ms", "{:.1f}"),
     Column("speed_x_dense", "x_best_dense", "Time × dense"),
@@ -100,51 +112,157 @@ def leaderboard_table(
 
     Args:
         summary: :func:`summarize` of the dataset's layer averages.
-        avg: the layer averages (:func:`layer_average`).
-        acc: task-accuracy records, when there are any.
+        avg: the layer averages (:func:`layer_average`), with intervals where
+            :func:`with_intervals` added them.
+        acc: task-accuracy records, when there are any (with the interval columns of
+            :func:`~sparsebench.bench.report.intervals.with_accuracy_intervals` where known).
         speed: :func:`speed_by_method` of the speed table.
 
     Returns:
-        The table: every column of :data:`COLUMNS`, the configuration at each threshold, the
-        display name, the reference flag, the timed configuration and the speed case.
+        The table: every column of :data:`COLUMNS` (with ``_lo``/``_hi`` beside each column
+        that has an interval, NaN where the records hold none), the configuration at each
+        threshold, the display name, the reference flag, the timed configuration and the
+        speed case. A threshold column takes the interval of the configuration it comes from.
     """
     by_id = {} if acc is None or acc.empty else acc.set_index("method_id").to_dict("index")
     speed = speed or {}
-    rows = []
-    for _, s in summary.iterrows():
-        cfg = s.get("config@0.95", "")
-        at = avg[(avg["method_id"] == cfg) & (avg["dataset"] == s["dataset"])] if cfg else None
-        pick = at.iloc[0] if at is not None and len(at) else None
-        if pick is None:  # no configuration reaches 0.95: report the best-recall one
-            g = avg[(avg["method"] == s["method"]) & (avg["dataset"] == s["dataset"])]
-            pick = g.loc[g["recall"].idxmax()]
-        row = {
-            "method": s["method"],
-            "name": display_name(s["method"]),
-            "reference": is_reference(s["method"]),
-            **{c: s[c] for c in s.index if c.startswith(("sparsity@", "config@"))},
-            "auc": s["auc"],
-            "best_recall": s["best_recall"],
-            "configs": s["configs"],
-            "block_sparsity@0.95": pick.get("block_sparsity", math.nan) if cfg else math.nan,
-            "exact@0.95": pick.get("exact", math.nan) if cfg else math.nan,
-            "fit_s": pick.get("fit_s", math.nan) * pick.get("num_layers", 1),
-            "predict_ms": 1000 * pick.get("predict_s", math.nan),
-            "timed_config": pick["method_id"],
-            "accuracy@0.95": by_id.get(cfg, {}).get("accuracy", math.nan) if cfg else math.nan,
-            "delta_accuracy@0.95": (
-                by_id.get(cfg, {}).get("delta_accuracy", math.nan) if cfg else math.nan
-            ),
-            **speed.get(
-                s["method"],
-                {"speed_x_dense": math.nan, "speed_peak_mb": math.nan, "speed_case": ""},
-            ),
-        }
-        rows.append(row)
-    t = pd.DataFrame(rows)
+    rows = [_method_row(s, avg, by_id, speed) for _, s in summary.iterrows()]
+    t = pd.DataFrame(rows, columns=table_columns())
     return t.sort_values(
         ["reference", "sparsity@0.95", "auc"], ascending=[True, False, False], na_position="last"
     ).reset_index(drop=True)
+
+
+def _method_row(s: pd.Series, avg: pd.DataFrame, by_id: dict, speed: dict) -> dict:
+    """:func:`leaderboard_table`'s row of one method (``s``: its summary row)."""
+    mine = avg[(avg["method"] == s["method"]) & (avg["dataset"] == s["dataset"])]
+    cfg = s.get("config@0.95", "")
+    best = mine.loc[mine["recall"].idxmax()]
+    pick = _config(mine, cfg)
+    if pick is None:  # no configuration reaches 0.95: time the best-recall one
+        pick = best
+    row = {
+        "method": s["method"],
+        "name": display_name(s["method"]),
+        "reference": is_reference(s["method"]),
+        "auc": s["auc"],
+        "best_recall": s["best_recall"],
+        **_interval(best, "recall", "best_recall"),
+        "configs": s["configs"],
+    }
+    for t in THRESHOLDS:
+        key, at = f"sparsity@{t:.2f}", s.get(f"config@{t:.2f}", "")
+        row[key] = s[key]
+        row[f"config@{t:.2f}"] = at
+        row.update(_interval(_config(mine, at), "sparsity", key))
+    reached = pick if cfg else None
+    for metric in ("block_sparsity", "exact", "output_error"):
+        row[f"{metric}@0.95"] = _get(reached, metric)
+        row.update(_interval(reached, metric, f"{metric}@0.95"))
+    a = by_id.get(cfg, {}) if cfg else {}
+    for metric in ("accuracy", "delta_accuracy"):
+        row[f"{metric}@0.95"] = _get(a, metric)
+        row[f"{metric}@0.95_lo"] = _get(a, f"{metric}_lo")
+        row[f"{metric}@0.95_hi"] = _get(a, f"{metric}_hi")
+    row["tokens@0.95"] = _get(a, "tokens")
+    layers = _get(pick, "num_layers")
+    row["fit_s"] = _get(pick, "fit_s") * (1 if math.isnan(layers) else layers)
+    row["predict_ms"] = 1000 * _get(pick, "predict_s")
+    row["timed_config"] = pick["method_id"]
+    nothing = {"speed_x_dense": math.nan, "speed_peak_mb": math.nan, "speed_case": ""}
+    row.update(speed.get(s["method"], nothing))
+    return row
+
+
+def table_columns() -> list[str]:
+    """The columns of :func:`leaderboard_table`, in the order of its CSV."""
+    cols = ["method", "name", "reference"]
+    for c in COLUMNS:
+        cols += [c.key, f"{c.key}_lo", f"{c.key}_hi"] if c.interval else [c.key]
+    cols += [f"config@{t:.2f}" for t in THRESHOLDS]
+    return cols + ["configs", "timed_config", "speed_case"]
+
+
+def _config(rows: pd.DataFrame, method_id: str) -> pd.Series | None:
+    """The row of configuration ``method_id`` (None when it is empty or absent)."""
+    if not method_id:
+        return None
+    hit = rows[rows["method_id"] == method_id]
+    return hit.iloc[0] if len(hit) else None
+
+
+def _get(row, key: str) -> float:
+    """A figure of a row (a Series or a dict), NaN when absent or not a number."""
+    if row is None:
+        return math.nan
+    v = row.get(key, math.nan)
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _interval(row, metric: str, key: str) -> dict[str, float]:
+    """``{key_lo, key_hi}`` from a layer-averaged row's ``metric_lo``/``metric_hi``."""
+    return {f"{key}_lo": _get(row, f"{metric}_lo"), f"{key}_hi": _get(row, f"{metric}_hi")}
+
+
+def table_cells(t: pd.DataFrame) -> list[list[tuple[str, bool]]]:
+    """Each row's cells for :data:`COLUMNS`: ``(text, best)``.
+
+    ``best`` marks the column's best figure among the ranked (non-reference) rows, only where
+    its interval does not overlap the runner-up's (:func:`best_position`).
+    """
+    ranked = [i for i, ref in enumerate(t["reference"]) if not ref] if len(t) else []
+    marks: dict[str, int] = {}
+    for c in COLUMNS:
+        if not c.ranked or c.key not in t:
+            continue
+        col = t[c.key]
+        lo = t.get(f"{c.key}_lo", pd.Series(math.nan, index=t.index))
+        hi = t.get(f"{c.key}_hi", pd.Series(math.nan, index=t.index))
+        pos = best_position(
+            [col.iloc[i] for i in ranked],
+            [lo.iloc[i] for i in ranked],
+            [hi.iloc[i] for i in ranked],
+            c.base.higher_is_better,
+        )
+        if pos is not None:
+            marks[c.key] = ranked[pos]
+    out = []
+    for i in range(len(t)):
+        r = t.iloc[i]
+        out.append(
+            [
+                (
+                    c.format(
+                        r.get(c.key, math.nan),
+                        r.get(f"{c.key}_lo", math.nan),
+                        r.get(f"{c.key}_hi", math.nan),
+                    ),
+                    marks.get(c.key) == i,
+                )
+                for c in COLUMNS
+            ]
+        )
+    return out
+
+
+#: What the leaderboard's columns mean, under every table.
+TABLE_NOTE = (
+    "Sparsity @ recall t: the highest sparsity of a configuration whose layer-averaged "
+    "recall is at least t (on the method's recall–sparsity frontier), with that "
+    "configuration's interval. AUC: area under the frontier's step curve (no interval). Block "
+    "sparsity, exact, output error, fit and predict time are those of the configuration "
+    "reaching recall 0.95 (or, for times, its best-recall one when none does). Accuracy and Δ "
+    "accuracy (against full α-entmax attention, the gold row) are those of the recall-0.95 "
+    "configuration; Tokens: how many scored tokens its accuracy rests on. "
+    "Time × dense and peak MB come from `sparsebench speed` (see `../speed/speed.md`): the "
+    "method's fastest measured case at its largest measured N, predict + layout + kernel "
+    "time over the best dense kernel of the same normaliser, and that case's extra peak "
+    "memory; the case is in the CSV's `speed_case` column (the CSV holds each interval as "
+    "`_lo`/`_hi` columns). — : not reached or not measured. Reference rows are not ranked."
+)
 
 
 def leaderboard_markdown(t: pd.DataFrame, dataset: str, meta: str) -> str:
@@ -152,42 +270,17 @@ def leaderboard_markdown(t: pd.DataFrame, dataset: str, meta: str) -> str:
     head = "| Method | " + " | ".join(c.title for c in COLUMNS) + " | Config @ 0.95 |"
     sep = "|---" * (len(COLUMNS) + 2) + "|"
     lines = [f"# Leaderboard: {dataset}", "", meta, "", head, sep]
-    ranked = t[~t["reference"]]
-    best = {
-        c.key: (ranked[c.key].max() if c.base.higher_is_better else ranked[c.key].min())
-        for c in COLUMNS
-        if c.key in ranked and ranked[c.key].notna().any()
-    }
+    cells = table_cells(t)
 
-    def cells(r, bold: bool) -> str:
-        out = []
-        for c in COLUMNS:
-            v = r.get(c.key, math.nan)
-            if v is None or (isinstance(v, float) and math.isnan(v)):
-                out.append("—")
-                continue
-            s = c.format(v)
-            out.append(f"**{s}**" if bold and c.key in best and v == best[c.key] else s)
-        return " | ".join(out)
+    def line(i: int) -> str:
+        r = t.iloc[i]
+        text = " | ".join(f"**{s}**" if best else s for s, best in cells[i])
+        return f"| {r['name']} | {text} | `{r.get('config@0.95') or '—'}` |"
 
-    for _, r in ranked.iterrows():
-        lines.append(f"| {r['name']} | {cells(r, True)} | `{r.get('config@0.95') or '—'}` |")
-    refs = t[t["reference"]]
-    if len(refs):
+    refs = [i for i in range(len(t)) if t["reference"].iloc[i]]
+    lines += [line(i) for i in range(len(t)) if i not in refs]
+    if refs:
         lines.append(f"| *reference rows* |{' |' * (len(COLUMNS) + 1)}")
-        for _, r in refs.iterrows():
-            lines.append(f"| {r['name']} | {cells(r, False)} | `{r.get('config@0.95') or '—'}` |")
-    lines += [
-        "",
-        "Sparsity @ recall t: the highest sparsity of a configuration whose layer-averaged "
-        "recall is at least t (on the method's recall–sparsity frontier). AUC: area under the "
-        "frontier's step curve. Block sparsity, exact, fit and predict time are those of the "
-        "configuration reaching recall 0.95 (or, when none does, its best-recall one). "
-        "Time × dense and peak MB come from `sparsebench speed` (see `../speed/speed.md`): the "
-        "method's fastest measured case at its largest measured N, predict + layout + kernel "
-        "time over the best dense kernel of the same normaliser, and that case's extra peak "
-        "memory; the case is in the CSV's `speed_case` column. "
-        "— : not reached or not measured. Reference rows are not ranked.",
-        "",
-    ]
+        lines += [line(i) for i in refs]
+    lines += ["", TABLE_NOTE, "", INTERVAL_NOTE, ""]
     return "\n".join(lines)
