@@ -8,17 +8,24 @@ both are below ``lengths[b]`` and, for a causal graph, ``j <= i``.
 The parts are kept as they are, so execution kernels can use the structure (a band is a band,
 buckets are buckets), and any graph can be materialised a slab of query rows at a time with
 :meth:`Graph.slab`, so metrics never need the full ``N x M`` matrix.
+
+To run your own model with a graph, :meth:`Graph.to_block_mask` gives a FlexAttention
+``BlockMask`` and :meth:`Graph.to_attn_bias` an additive bias for xformers or SDPA.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from ._masks import as_lengths, valid_pairs
 from .parts import DenseMask, Part
+
+if TYPE_CHECKING:
+    from torch.nn.attention.flex_attention import BlockMask
 
 __all__ = ["Graph"]
 
@@ -155,6 +162,58 @@ class Graph:
     def to_dense(self) -> Tensor:
         """All edges as a bool ``(B, H, N, M)`` tensor."""
         return self.slab(0, self.shape[2])
+
+    # -- for your own model --------------------------------------------------------------
+    def to_block_mask(
+        self, block_size: int = 128, *, device: torch.device | str | None = None
+    ) -> BlockMask:
+        """The graph as a FlexAttention ``BlockMask`` (``flex_attention(q, k, v, block_mask=…)``).
+
+        Key blocks of ``block_size`` with no edge are skipped, blocks whose every pair is an
+        edge are marked full (no mask inside), and the others read their own ``b × b`` mask.
+        Bands and global tokens are laid out from their structure; other graphs a slab of rows
+        at a time, so ``N × M`` is never held at once. Padding and causality apply. A sequence
+        or head dimension every part shares stays 1, and FlexAttention broadcasts it. Query
+        rows with no edge (padding) get a zero output from FlexAttention.
+
+        Args:
+            block_size: FlexAttention's ``BLOCK_SIZE`` (128 on GPUs; a multiple of 8 is fastest).
+            device: where the mask lives: that of ``q``, ``k``, ``v`` (default: the graph's).
+        """
+        from .layout import block_layout, flex_block_mask
+
+        if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
+            raise ValueError(f"block_size must be a positive int, got {block_size!r}")
+        layout = block_layout(self, block_size)
+        return flex_block_mask(layout, block_size, self.shape, device or self.device)
+
+    def to_attn_bias(
+        self, dtype: torch.dtype = torch.float32, *, device: torch.device | str | None = None
+    ) -> Tensor:
+        """The graph as an additive attention bias ``(B, H, N, M)``: 0 on edges, ``-inf`` elsewhere.
+
+        It is a plain tensor, so it is the ``attn_bias`` of xformers'
+        ``memory_efficient_attention`` (on ``(B, N, H, D)`` inputs) and the ``attn_mask`` of
+        ``torch.nn.functional.scaled_dot_product_attention``. Its rows are stored with the key
+        dimension padded to a multiple of 8 elements, the alignment xformers' kernels need
+        (the returned tensor is a view of the first ``M`` columns). It is dense, ``B·H·N·M``
+        values; for long sequences use :meth:`to_block_mask`. A row with no edge (a padded
+        query) is all ``-inf``: SDPA returns NaN there, where sparsebench's kernels return 0.
+
+        Args:
+            dtype: a floating dtype, that of ``q`` (xformers wants the bias in the inputs' dtype).
+            device: where the bias lives (default: the graph's device).
+        """
+        if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+            raise ValueError(f"to_attn_bias needs a floating dtype (that of q), got {dtype!r}")
+        B, H, N, M = self.shape
+        device = torch.device(device) if device is not None else self.device
+        padded = -(-M // 8) * 8
+        store = torch.full((B, H, N, padded), float("-inf"), dtype=dtype, device=device)
+        bias = store[..., :M]
+        for s, e in self.row_chunks():
+            bias[:, :, s:e].masked_fill_(self.slab(s, e, expand=False).to(device), 0.0)
+        return bias
 
     def num_edges(self) -> Tensor:
         """Valid edges per sequence and head, ``(B, H)`` int64.
