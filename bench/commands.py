@@ -10,13 +10,19 @@ folders are in :mod:`.run_commands` and :mod:`.speed_command`.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import math
 import sys
+import textwrap
+from pathlib import Path
 from typing import Any
+
+from .cli_options import check_device
 
 __all__ = [
     "CLIError",
+    "cmd_compare",
     "cmd_datasets",
     "cmd_evaluate",
     "cmd_leaderboard",
@@ -24,6 +30,8 @@ __all__ = [
     "cmd_publish",
     "cmd_show",
     "echo",
+    "match_methods",
+    "names_table",
     "text_table",
     "warn",
 ]
@@ -33,20 +41,38 @@ class CLIError(Exception):
     """A user error, printed as one line."""
 
 
+#: The widest table a command prints, in columns.
+TABLE_WIDTH = 100
+
+
 def _fmt(x: Any) -> str:
+    if x is None:
+        return ""
     if isinstance(x, float):
         return "nan" if math.isnan(x) else f"{x:.4f}"
     return str(x)
 
 
-def text_table(rows: list[dict], cols: list[str]) -> str:
-    """``rows`` as a plain-text table of ``cols``, left-aligned; floats to four places."""
-    widths = {c: max(len(c), *(len(_fmt(r.get(c, ""))) for r in rows)) for c in cols}
-    lines = ["  ".join(c.ljust(widths[c]) for c in cols)]
-    lines.append("  ".join("-" * widths[c] for c in cols))
-    for r in rows:
-        lines.append("  ".join(_fmt(r.get(c, "")).ljust(widths[c]) for c in cols))
-    return "\n".join(lines)
+def text_table(rows: list[dict], cols: list[str], *, max_colwidth: int = 40) -> str:
+    """``rows`` as a plain-text table of ``cols`` at most 100 columns wide; floats to 4 places.
+
+    The table is pandas' own text rendering, the first column (names) left-aligned and the
+    others right-aligned: a cell longer than ``max_colwidth`` is shortened with ``...``, and
+    columns that do not fit in :data:`TABLE_WIDTH` continue in a block below.
+    """
+    import pandas as pd
+
+    if not rows:
+        return "  ".join(cols) + "\n(no rows)"
+    frame = pd.DataFrame([{c: _fmt(r.get(c)) for c in cols} for r in rows], columns=cols)
+    return names_table(frame, max_colwidth=max_colwidth)
+
+
+def names_table(frame, *, max_colwidth: int = 40) -> str:
+    """A DataFrame whose first column names its rows, as text at most 100 columns wide."""
+    frame = frame.set_index(frame.columns[0])
+    frame.columns.name, frame.index.name = frame.index.name, None
+    return frame.to_string(max_colwidth=max_colwidth, line_width=TABLE_WIDTH)
 
 
 def echo(message: str) -> None:
@@ -59,98 +85,210 @@ def warn(message: str) -> None:
     print(f"sparsebench: warning: {message}", file=sys.stderr, flush=True)
 
 
-def cmd_methods(args) -> int:
-    """List registered methods with parameters, tags and grids."""
+def match_methods(pattern: str) -> list[str]:
+    """The registered names ``pattern`` selects: globs separated by ``;`` (or ``,``), in order.
+
+    Raises:
+        CLIError: for a glob that matches no method, naming the closest names.
+    """
     from sparsebench import methods
 
-    rows = []
-    for name in methods.names(args.pattern):
-        cls = methods.get(name)
-        params = {f.name: f.default for f in dataclasses.fields(cls)}
-        tags = {k: v for k, v in dataclasses.asdict(cls.tags).items() if v}
-        rows.append(
-            {
-                "name": name,
-                "params": params,
-                "tags": tags,
-                "grid": cls.grid,
-                "doc": (cls.__doc__ or "").strip().splitlines()[0],
-            }
+    known = methods.names()
+    out: list[str] = []
+    for item in [x.strip() for x in pattern.replace(",", ";").split(";")]:
+        if not item:
+            continue
+        found = methods.names(item)
+        if not found:
+            close = difflib.get_close_matches(item, known, n=3, cutoff=0.5)
+            hint = (
+                "did you mean " + " or ".join(repr(c) for c in close) + "?"
+                if close
+                else "`sparsebench methods` lists them"
+            )
+            raise CLIError(f"no method matches {item!r}; {hint}")
+        out += [n for n in found if n not in out]
+    if not out:
+        raise CLIError("no method name given; give a glob such as 'sparsefinder*'")
+    return out
+
+
+def _method_row(name: str) -> dict[str, Any]:
+    from sparsebench import methods
+
+    cls = methods.get(name)
+    return {
+        "name": name,
+        "params": {f.name: f.default for f in dataclasses.fields(cls)},
+        "tags": {k: v for k, v in dataclasses.asdict(cls.tags).items() if v},
+        "grid": cls.grid,
+        "doc": (cls.__doc__ or "").strip().splitlines()[0],
+    }
+
+
+def _details(r: dict[str, Any]) -> str:
+    """One method's name, summary, parameters, tags and grids, folded to 100 columns."""
+    lines = [("params:", ", ".join(f"{k}={v!r}" for k, v in r["params"].items()))]
+    lines.append(("tags:", ", ".join(f"{k}={v}" for k, v in r["tags"].items())))
+    for setting, grid in r["grid"].items():
+        values = "; ".join(f"{k}={list(v)}" for k, v in dict(grid).items())
+        lines.append((f"grid {setting}:", values or "(the default configuration)"))
+    width = max(len(label) for label, _ in lines) + 1
+    out = [textwrap.fill(f"{r['name']}: {r['doc']}", TABLE_WIDTH, subsequent_indent="  ")]
+    for label, text in lines:
+        out.append(
+            textwrap.fill(
+                text,
+                width=TABLE_WIDTH,
+                initial_indent=f"  {label:<{width}}",
+                subsequent_indent=" " * (width + 2),
+                break_on_hyphens=False,
+            )
         )
+    return "\n".join(out)
+
+
+def cmd_methods(args) -> int:
+    """A table of the registered methods, or the parameters, tags and grids of those named."""
+    rows = [_method_row(name) for name in match_methods(args.pattern)]
     if args.json:
         print(json.dumps(rows, indent=2, default=str))
         return 0
-    for r in rows:
-        print(f"{r['name']}: {r['doc']}")
-        print(f"  params: {', '.join(f'{k}={v!r}' for k, v in r['params'].items())}")
-        print(f"  tags:   {', '.join(f'{k}={v}' for k, v in r['tags'].items())}")
-        for setting, grid in r["grid"].items():
-            print(f"  grid {setting}: {dict(grid)}")
+    if args.pattern == "*":
+        flag = {True: "yes", False: ""}
+        table = [
+            {
+                "method": r["name"],
+                "learned": flag[bool(r["tags"].get("requires_fit"))],
+                "causal": flag[bool(r["tags"].get("supports_causal"))],
+                "reference": flag[bool(r["tags"].get("reference"))],
+                "about": r["doc"],
+            }
+            for r in rows
+        ]
+        print(text_table(table, list(table[0]), max_colwidth=46))
+        print("`sparsebench methods NAME` shows a method's parameters, tags and sweep grids.")
+        return 0
+    print("\n\n".join(_details(r) for r in rows))
     return 0
 
 
 def cmd_evaluate(args) -> int:
-    """Score one configuration and print metrics averaged over layers."""
+    """Score one configuration and print metrics averaged over layers.
+
+    The layers are scored one after another, each by :func:`sparsebench.bench.evaluate` (the
+    gold graphs shared through one cache), so a progress bar on stderr says which layer is
+    being fitted or scored; the average over layers is the one ``evaluate`` takes.
+    """
+    from tqdm import tqdm
+
     from sparsebench import datasets
     from sparsebench.bench import evaluate
+    from sparsebench.bench.evaluate import on_device
+    from sparsebench.bench.metrics import average_layers
     from sparsebench.bench.runs import check_layers, check_split
     from sparsebench.methods import from_spec
 
+    check_device(args.device)
     method = from_spec(args.method, args.param or ())
     data = datasets.load(args.data)
-    layers = None if args.layer is None else check_layers(data, [args.layer])
+    layers = check_layers(data, None if args.layer is None else [args.layer])
     check_split(data, args.split)
-    res = evaluate(
-        data,
-        method,
-        layers=layers,
-        split=args.split,
-        batch_size=args.batch_size,
-        block_size=args.block_size,
-    )
+    if method.learns and "train" not in data.split_names:
+        raise CLIError(
+            f"{method.id} learns from a 'train' split, which {args.data} lacks (its splits: "
+            f"{', '.join(data.split_names)}); give a dataset with a train split"
+        )
+    data = on_device(data, args.device)  # once, for every layer
+    per_layer: dict[int, dict] = {}
+    fit_s = predict_s = 0.0
+    gold_cache: dict = {}
+    doing = "fitting and scoring" if method.learns else "scoring"
+    bar = tqdm(total=len(layers), desc=f"evaluate {method.id}", unit="layer", file=sys.stderr)
+    for layer in layers:
+        bar.set_postfix_str(f"{doing} layer {layer}")
+        res = evaluate(
+            data,
+            method,
+            layers=[layer],
+            split=args.split,
+            batch_size=args.batch_size,
+            block_size=args.block_size,
+            gold_cache=gold_cache,
+            device=args.device,
+        )
+        per_layer[layer] = res["layers"][layer]
+        fit_s += res["fit_s"]
+        predict_s += res["predict_s"]
+        bar.update(1)
+    bar.set_postfix_str("done", refresh=False)
+    bar.close()
     summary = {
         "method": method.id,
         "data": data.meta.get("name", args.data),
-        "layers": list(res["layers"]),
-        **res["metrics"],
-        "fit_s": res["fit_s"],
-        "predict_s": res["predict_s"],
+        "layers": layers,
+        **average_layers(per_layer.values()),
+        "fit_s": fit_s,
+        "predict_s": predict_s,
     }
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
-        for key, value in summary.items():
-            print(f"{key:>20}: {_fmt(value)}")
+        print(
+            text_table([{"figure": k, "value": v} for k, v in summary.items()], ["figure", "value"])
+        )
     return 0
 
 
 def _list_datasets() -> None:
     from sparsebench import datasets
 
-    print(f"cache: {datasets.cache_root() / 'datasets'}  (set SPARSEBENCH_HOME to move it)")
+    print(f"cache: {datasets.cache_root() / 'datasets'}")
+    rows = []
     for name, spec in datasets.DATASETS.items():
         path = datasets.dataset_dir(name)
-        state = "built" if (path / "card.json").exists() else "not built"
-        print(f"  {name:<18} {state:<10} {spec.description}")
-        if state == "built":
+        row = {"dataset": name, "built": "no", "shape": "", "seqs": ""}
+        if (path / "card.json").exists():
             card = datasets.QKData.load(path, verify=False).meta
-            splits = ", ".join(f"{k}: {v['num_seqs']}" for k, v in card["splits"].items())
-            print(
-                f"  {'':<18} {card['layers']} layers x {card['heads']} heads, "
-                f"d={card['head_dim']}, causal={card['causal']}, {splits}; gold sparsity "
-                f"per layer {card.get('gold_sparsity_per_layer', '?')}"
+            row["built"] = "yes"
+            row["shape"] = (
+                f"{card['layers']}L x {card['heads']}H, d={card['head_dim']}, "
+                f"{'causal' if card['causal'] else 'bidir'}"
             )
+            row["seqs"] = ", ".join(f"{k} {v['num_seqs']}" for k, v in card["splits"].items())
+        rows.append({**row, "about": spec.description})
+    print(text_table(rows, list(rows[0]), max_colwidth=30))
+    print("SPARSEBENCH_HOME moves the cache; `sparsebench datasets info NAME` prints a card.")
+
+
+def _extract(args) -> None:
+    """``datasets extract``: a Hugging Face model's queries and keys on a text file."""
+    missing = [
+        flag for flag, value in (("--model", args.model), ("--texts", args.texts)) if not value
+    ]
+    missing += ["--out DIR"] if not args.out else []
+    if missing:
+        raise CLIError(f"`sparsebench datasets extract` needs {' and '.join(missing)}")
+    texts = Path(args.texts)
+    if not texts.is_file():
+        raise CLIError(f"--texts {args.texts}: no such file; give a text file, one text per line")
+    from sparsebench.datasets.hf import extract_dataset
+
+    path = extract_dataset(args.model, texts, alpha=args.alpha, out=args.out, log=echo)
+    print(f"wrote {path}")
 
 
 def cmd_datasets(args) -> int:
-    """List, build, describe, import or train datasets, or write a synthetic one."""
+    """List, build, describe, import, extract or train datasets, or write a synthetic one."""
     from sparsebench import datasets
 
     action = args.action
-    if action != "list" and not args.target:
+    if action not in ("list", "extract") and not args.target:
         raise CLIError(f"`sparsebench datasets {action}` needs a NAME (or a DIR for synthetic)")
     if action == "list":
         _list_datasets()
+    elif action == "extract":
+        _extract(args)
     elif action == "build":
         path = datasets.build(args.target, args.out, log=echo)
         print(f"wrote {path}")
@@ -187,10 +325,13 @@ def cmd_datasets(args) -> int:
 
 
 def cmd_leaderboard(args) -> int:
-    """Write tables, plots and the results page from the records."""
+    """Write tables (in each ``--format``), plots and the results page from the records."""
     from sparsebench.bench.report import write_leaderboard
 
-    for path in write_leaderboard(args.results, log=warn):
+    kw = {}
+    if args.formats:  # --format a,b --format c: one list, each checked by the report
+        kw["formats"] = [f for group in args.formats for f in group.split(",")]
+    for path in write_leaderboard(args.results, log=warn, **kw):
         print(f"wrote {path}")
     return 0
 
@@ -221,4 +362,15 @@ def cmd_show(args) -> int:
     method = from_spec(args.method, args.param or ())
     out = show(data, method, layer=args.layer, head=args.head, seq=args.seq, out=args.out)
     print(f"wrote {out}")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    """Per-method differences between two runs of the same dataset builds."""
+    from sparsebench.bench.report import compare_runs, format_comparison
+
+    for run in (args.run_a, args.run_b):
+        if not Path(run).is_dir():
+            raise CLIError(f"{run}: no such folder; give two run or results folders")
+    print(format_comparison(compare_runs(args.run_a, args.run_b, log=warn)), end="")
     return 0

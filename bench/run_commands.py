@@ -9,12 +9,22 @@ a check fails. ``sparsebench publish RUN`` brings a run's records into ``results
 
 from __future__ import annotations
 
+import textwrap
 import time
 from pathlib import Path
 
-from .commands import CLIError, echo, warn
+from .cli_options import check_device
+from .commands import TABLE_WIDTH, CLIError, echo, names_table, warn
 
-__all__ = ["bundled_datasets", "cmd_accuracy", "cmd_run", "cmd_sweep", "records_out"]
+__all__ = [
+    "bundled_datasets",
+    "cmd_accuracy",
+    "cmd_run",
+    "cmd_sweep",
+    "frontier_ids",
+    "records_out",
+    "run_summary",
+]
 
 
 def bundled_datasets() -> list[str]:
@@ -67,6 +77,7 @@ def cmd_sweep(args) -> int:
     from sparsebench import datasets
     from sparsebench.bench.runs import sweep, sweep_plan
 
+    check_device(args.device)
     data = datasets.load(args.data, log=echo)
     name = _dataset_name(data, args.data)
     sweep_plan(data, methods=args.methods, grid=args.grid, layers=args.layers, split=args.split)
@@ -86,6 +97,7 @@ def cmd_sweep(args) -> int:
         executor=args.executor,
         address=args.address,
         gpus_per_task=args.gpus_per_task,
+        device=args.device,
         log=echo,
     )
     echo(
@@ -97,16 +109,56 @@ def cmd_sweep(args) -> int:
     return 0 if res["failed"] == 0 else 1
 
 
+def frontier_ids(model: str, source: str | Path) -> list[str]:
+    """The configurations ``accuracy --configs frontier`` scores: each method's frontier.
+
+    ``source`` is a run or results folder holding ``<model>/records.jsonl``, the sweep of the
+    model's dataset; :func:`sparsebench.bench.runs.accuracy.frontier_configs` picks, per
+    method, its recall-sparsity frontier and its recall 0.90/0.95/0.99 configurations.
+
+    Raises:
+        CLIError: when the folder holds no sweep records of the model's dataset.
+    """
+    records = Path(source) / model / "records.jsonl"
+    if not (records.exists() or records.with_name("records.jsonl.gz").exists()):
+        raise CLIError(
+            f"--from {source}: no sweep records of {model} ({records}); run "
+            f"`sparsebench sweep --data {model}` first, or give the folder that has them"
+        )
+    from sparsebench.bench.report import load_records
+    from sparsebench.bench.runs import frontier_configs
+
+    ids = [i for group in frontier_configs(load_records(records)).values() for i in group]
+    if not ids:
+        raise CLIError(f"--from {source}: the records of {model} hold no configuration")
+    return list(dict.fromkeys(ids))
+
+
 def cmd_accuracy(args) -> int:
     """Task accuracy with each configuration's graph replacing attention at test time."""
     from sparsebench.bench.runs import accuracy_sweep, select_methods
 
+    check_device(args.device)
     select_methods(args.methods)
+    only = None
+    if args.configs == "frontier":
+        if not args.from_dir:
+            raise CLIError("--configs frontier needs --from DIR, the run folder of the sweep")
+        only = frontier_ids(args.model, args.from_dir)
+    elif args.from_dir:
+        raise CLIError("--from DIR goes with --configs frontier; add it or leave --from out")
     folder = _folder(args, "accuracy")
     out = folder / args.model / "accuracy.jsonl"
     windows = None if args.windows == 0 else args.windows
     res = accuracy_sweep(
-        args.model, out, methods=args.methods, grid=args.grid, max_windows=windows, log=echo
+        args.model,
+        out,
+        methods=args.methods,
+        grid=args.grid,
+        max_windows=windows,
+        only=only,
+        device=args.device,
+        log=echo,
     )
     echo(
         f"{res['done']} records written, {res['skipped']} already done, "
@@ -116,12 +168,60 @@ def cmd_accuracy(args) -> int:
     return 0 if res["failed"] == 0 else 1
 
 
-def _print_top(path: Path) -> None:
-    """The header and first rows of a leaderboard page's table."""
-    lines = path.read_text().splitlines()
-    table = [line for line in lines if line.startswith("|")][:12]
-    ident = next((line for line in lines if line.startswith("From ")), "")
-    echo(f"\n{path}:\n{ident}\n" + "\n".join(table))
+def _summary_rows(table) -> list[dict[str, str]]:
+    """The narrow summary's rows of one leaderboard table (its CSV as a DataFrame)."""
+    from sparsebench.bench.report.formatting import format_interval
+
+    def cell(r, key: str, fmt: str) -> str:
+        return format_interval(r.get(key), r.get(f"{key}_lo"), r.get(f"{key}_hi"), fmt)
+
+    rows = []
+    for _, r in table.iterrows():
+        rows.append(
+            {
+                "method": str(r["name"]) + (" (reference)" if r.get("reference") else ""),
+                "sparsity @ recall 0.95": cell(r, "sparsity@0.95", "{:.3f}"),
+                "best recall": cell(r, "best_recall", "{:.3f}"),
+                "Δ accuracy": cell(r, "delta_accuracy@0.95", "{:+.3f}"),
+                "time × dense": cell(r, "speed_x_dense", "{:.2f}"),
+            }
+        )
+    return rows
+
+
+def run_summary(folder: Path) -> str:
+    """A short summary of a run's leaderboard, at most 100 columns wide.
+
+    Per dataset a narrow table: method, sparsity at recall 0.95 (``± half-width`` of its 95%
+    interval when the records carry per-sequence values), the best recall of any configuration
+    (what a method that never reaches 0.95 does reach), the task-accuracy difference to full
+    attention of the recall-0.95 configuration, and time over the best dense kernel (from
+    speed records, when the run has any); then what the columns mean.
+    """
+    import pandas as pd
+
+    parts, timed = [], False
+    for csv in sorted(folder.glob("*/leaderboard.csv")):
+        table = pd.read_csv(csv)
+        if table.empty:
+            continue
+        rows = _summary_rows(table)
+        timed = timed or any(r["time × dense"] != "—" for r in rows)
+        text = names_table(pd.DataFrame(rows), max_colwidth=32)
+        parts.append(f"{csv.parent.name}:\n{text}")
+    note = (
+        "Δ accuracy: task accuracy of the recall-0.95 configuration minus full attention's; "
+        "time × dense: predict + attention time over the best dense kernel. — : not reached "
+        "or not measured; ± : half-width of the 95% bootstrap interval. Every column: "
+        "leaderboard.md beside each dataset's records."
+    )
+    if not timed:
+        note += (
+            f" To measure time: sparsebench speed --resume {folder}, then sparsebench "
+            f"leaderboard --results {folder}."
+        )
+    parts.append(textwrap.fill(note, width=TABLE_WIDTH, break_long_words=False))
+    return "\n\n".join(parts)
 
 
 def cmd_run(args) -> int:
@@ -165,10 +265,9 @@ def cmd_run(args) -> int:
             )
             failed += res["failed"]
             echo(f"{name}: task accuracy of each method's default configuration -> {acc_out}")
-    for p in write_leaderboard(folder, log=warn):
-        if p.name == "leaderboard.md":
-            _print_top(p)
-    echo(f"\nleaderboard: {folder / 'index.html'} ({time.perf_counter() - t0:.0f} s in all)")
+    write_leaderboard(folder, formats=("md", "csv", "html"), log=warn)  # csv: the summary's
+    echo(f"\n{run_summary(folder)}\n")
+    echo(f"leaderboard: {folder / 'index.html'} ({time.perf_counter() - t0:.0f} s in all)")
     echo(f"run folder: {folder}")
     echo(f"to publish it into results/: sparsebench publish {folder}")
     return 0 if failed == 0 else 1

@@ -30,6 +30,8 @@ def cwd(tmp_path, monkeypatch):
     only = datasets.synthetic(num_seqs=3, layers=1, heads=2, n=16, d=8, seed=1)
     only.splits = ["train"] * 3
     only.save(tmp_path / "trainonly")
+    only.splits = ["eval"] * 3
+    only.save(tmp_path / "evalonly")
     run = open_run_folder("sweep", ["sweep"], results=tmp_path / "run1")
     append_record(run / "synthetic-bidir" / "records.jsonl", _rec("synthetic-bidir", "h1"))
     (tmp_path / "plain").mkdir()
@@ -178,6 +180,12 @@ CASES = [
         None,
     ),
     (
+        "evaluate-learned-without-train",
+        ["evaluate", "--data", "evalonly", "--method", "sparsefinder_kmeans"],
+        ["sparsefinder_kmeans", "'train' split", "evalonly", "eval"],
+        None,
+    ),
+    (
         "evaluate-layer-negative",
         ["evaluate", "--data", "syn", "--method", "window", "--layer", "-1"],
         ["--layer", "negative"],
@@ -227,6 +235,56 @@ CASES = [
         _evil_run,
     ),
     ("unknown-subcommand", ["sweeep"], ["invalid choice", "sweeep"], None),
+    (
+        "methods-name-typo",
+        ["methods", "windw"],
+        ["no method matches", "did you mean 'window'"],
+        None,
+    ),
+    (
+        "compare-other-build",
+        ["compare", "run1", "run2"],
+        ["synthetic-bidir", "h1", "h9", "same dataset build"],
+        _run_with_other_build,
+    ),
+    ("compare-missing-run", ["compare", "run1", "nowhere"], ["nowhere", "no such folder"], None),
+    (
+        "leaderboard-format-unknown",
+        ["leaderboard", "--results", "pub", "--format", "md,docx"],
+        ["'docx'", "latex"],
+        None,
+    ),
+    ("extract-without-model", ["datasets", "extract", "--texts", "afile"], ["--model"], None),
+    (
+        "extract-without-texts-file",
+        ["datasets", "extract", "--model", "m", "--texts", "nofile", "--out", "new"],
+        ["--texts nofile", "no such file"],
+        None,
+    ),
+    (
+        "accuracy-frontier-without-from",
+        ["accuracy", "--model", "shakespeare-lm", "--configs", "frontier"],
+        ["--configs frontier", "--from DIR"],
+        None,
+    ),
+    (
+        "accuracy-from-without-records",
+        ["accuracy", "--model", "shakespeare-lm", "--configs", "frontier", "--from", "plain"],
+        ["--from plain", "no sweep records of shakespeare-lm"],
+        None,
+    ),
+    (
+        "accuracy-from-without-frontier",
+        ["accuracy", "--model", "shakespeare-lm", "--from", "run1"],
+        ["--from DIR", "--configs frontier"],
+        None,
+    ),
+    (
+        "evaluate-device-unknown",
+        ["evaluate", "--data", "syn", "--method", "window", "--device", "tpu"],
+        ["--device", "'tpu'"],
+        None,
+    ),
 ]
 
 
@@ -259,6 +317,40 @@ def test_speed_on_cuda_without_cuda(cwd, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "CUDA is not available" in err
     assert _snapshot(cwd) == before and not (cwd / "runs").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["evaluate", "--data", "syn", "--method", "window"],
+        SWEEP,
+        ["accuracy", "--model", "shakespeare-lm", "--methods", "window"],
+    ],
+    ids=["evaluate", "sweep", "accuracy"],
+)
+def test_device_cuda_without_cuda_stops_before_any_work(cwd, capsys, argv):
+    before = _snapshot(cwd)
+    assert main([*argv, "--device", "cuda"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "sparsebench: error: --device cuda: CUDA is not available on this machine; use cpu"
+    )
+    assert _snapshot(cwd) == before and not (cwd / "runs").exists()
+    assert not (cwd / "home" / "datasets").exists()  # no dataset was built or loaded
+
+
+def test_extract_a_model_that_is_not_available_offline(cwd, capsys, monkeypatch):
+    pytest.importorskip("transformers")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    (cwd / "texts.txt").write_text("to be or not to be\nthat is the question\n")
+    before = _snapshot(cwd)
+    argv = ["datasets", "extract", "--model", "nobody/no-such-model", "--texts", "texts.txt"]
+    assert main([*argv, "--out", "new"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert err.startswith("sparsebench: error:") and "nobody/no-such-model" in err
+    assert _snapshot(cwd) == before and not (cwd / "new").exists()
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from sparsebench import datasets
-from sparsebench.bench.cli import main
+from sparsebench import datasets, methods
+from sparsebench.bench.cli import COMMANDS, main
 from sparsebench.datasets import QKData
 
 
@@ -166,3 +166,143 @@ def test_speed_specs_use_the_one_spec_parser():
     # The default cases (no --methods) parse too.
     names = [name for _, name, _ in speed_specs(None)]
     assert names == ["sdpa", "dense_entmax", "window", "sparsefinder_kmeans"]
+
+
+def help_text(capsys, *argv) -> str:
+    with pytest.raises(SystemExit) as e:
+        main([*argv, "--help"])
+    assert e.value.code == 0
+    return capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_subcommand_explains_itself(capsys, monkeypatch, command):
+    monkeypatch.setenv("COLUMNS", "300")  # a wide terminal: help still wraps at 100 columns
+    out = help_text(capsys, command)
+    usage, description, *rest = out.split("\n\n")
+    assert usage.startswith(f"usage: sparsebench {command}")
+    assert len(description.split()) >= 12  # a description, not a one-word summary
+    assert f"examples:\n  sparsebench {command}" in out
+    if command != "compare":  # compare takes two folders and nothing with a default
+        assert "(default: " in out
+    assert "(default: None)" not in out and "(default: False)" not in out
+    assert max(len(line) for line in out.splitlines()) <= 100
+
+
+def test_methods_means_the_same_in_every_subcommand(capsys):
+    from sparsebench.bench.cli_options import METHODS_HELP
+
+    for command in ("sweep", "accuracy", "run", "speed"):
+        words = " ".join(help_text(capsys, command).split())
+        assert " ".join(METHODS_HELP.split()) in words, command
+
+
+def test_version(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0
+    assert capsys.readouterr().out.strip() == f"sparsebench {version('sparsebench')}"
+
+
+def test_methods_name_shows_details_and_a_typo_is_an_error(capsys):
+    assert main(["methods", "window"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("window: ") and "grid quick:" in out and "bigbird" not in out
+    assert main(["methods", "windw"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "sparsebench: error: no method matches 'windw'; did you mean 'window'?"
+    assert main(["methods", "window;sparsefinder_k*"]) == 0
+    assert "sparsefinder_kmeans: " in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv", [["methods"], ["methods", "*"], ["datasets"]])
+def test_terminal_tables_fit_in_100_columns(capsys, monkeypatch, tmp_path, argv):
+    monkeypatch.setenv("SPARSEBENCH_HOME", str(tmp_path))
+    if argv == ["datasets"]:  # one built dataset, so its row has every column filled
+        datasets.build("synthetic-bidir", log=lambda m: None)
+    assert main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    if argv == ["datasets"]:
+        assert lines.pop(0) == f"cache: {tmp_path / 'datasets'}"  # a path: as long as it is
+    assert len(lines) > 5 and max(len(line) for line in lines) <= 100
+    first = [line.split()[0] for line in lines[1:] if line.strip()]
+    if argv[0] == "methods":  # one table: a row per method, nothing wrapped into a second block
+        assert first[: len(methods.names())] == methods.names()
+    else:
+        assert first[:5] == list(datasets.DATASETS)
+        assert "2L x 4H, d=16, bidir" in lines[4] and lines[1].split()[:2] == [
+            "shakespeare-lm",
+            "no",
+        ]
+
+
+def test_text_table_is_pandas_and_narrow():
+    from sparsebench.bench.commands import text_table
+
+    rows = [{"spec": f"method_{i}:" + "w=1," * 30, "n": 64, "x": 1 / 3} for i in range(3)]
+    cols = ["spec", "n", "x", *(f"column_{i}" for i in range(12))]
+    text = text_table(rows, cols)
+    assert max(len(line) for line in text.splitlines()) <= 100
+    assert "0.3333" in text and "..." in text  # floats to 4 places, long cells shortened
+
+
+def test_evaluate_shows_progress_and_averages_as_evaluate_does(capsys, tmp_path):
+    from sparsebench.bench import evaluate
+    from sparsebench.methods import from_spec
+
+    data = datasets.synthetic(num_seqs=6, layers=2, heads=2, n=16, d=8, seed=0)
+    path = data.save(tmp_path / "tiny")
+    spec = "sparsefinder_kmeans:num_clusters=2,n_init=1"
+    assert main(["evaluate", "--data", str(path), "--method", spec, "--json"]) == 0
+    out = capsys.readouterr()
+    got = json.loads(out.out)
+    assert "fitting and scoring layer 1" in out.err and "2/2" in out.err
+    direct = evaluate(datasets.QKData.load(path), from_spec(spec))
+    for name, value in direct["metrics"].items():
+        assert got[name] == pytest.approx(value, nan_ok=True), name
+    assert got["layers"] == [0, 1] and got["method"] == from_spec(spec).id
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    """Two run folders of one tiny dataset: window with and without a global token."""
+    from sparsebench.bench.runs import open_run_folder, sweep
+
+    root = tmp_path_factory.mktemp("runs")
+    data = datasets.synthetic(num_seqs=6, layers=2, heads=2, n=24, d=8, seed=0)
+    folders = []
+    for name, methods_ in (("a", "window;full"), ("b", "window:global_tokens=1;full")):
+        folder = open_run_folder("sweep", ["sweep"], results=root / name)
+        out = folder / "synthetic-bidir" / "records.jsonl"
+        sweep(data, out, dataset="synthetic-bidir", methods=methods_, progress=False, log=print)
+        folders.append(folder)
+    return folders
+
+
+def test_compare_two_runs_of_one_dataset(capsys, two_runs):
+    a, b = two_runs
+    assert main(["compare", str(a), str(b)]) == 0
+    out = capsys.readouterr().out
+    assert "synthetic-bidir (dataset build " in out and "B − A" in out
+    rows = {line.split()[0]: line.split() for line in out.splitlines() if line.strip()}
+    # full: sparsity 0 in both runs, and no difference
+    assert [float(x) for x in rows["full"][1:4]] == [0.0, 0.0, 0.0]
+    assert max(len(line) for line in out.splitlines()) <= 100
+
+
+def test_leaderboard_formats(capsys, two_runs, tmp_path):
+    import shutil
+
+    folder = shutil.copytree(two_runs[0], tmp_path / "run")
+    assert main(["leaderboard", "--results", str(folder), "--format", "latex"]) == 0
+    tex = folder / "synthetic-bidir" / "leaderboard.tex"
+    assert f"wrote {tex}" in capsys.readouterr().out
+    assert "\\toprule" in tex.read_text() and "\\bottomrule" in tex.read_text()
+    assert not (folder / "synthetic-bidir" / "leaderboard.md").exists()
+    argv = ["leaderboard", "--results", str(folder), "--format", "md,csv", "--format", "html"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    for name in ("leaderboard.md", "leaderboard.csv"):
+        assert f"wrote {folder / 'synthetic-bidir' / name}" in out

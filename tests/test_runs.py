@@ -233,7 +233,11 @@ def test_run_computes_everything_in_its_own_folder_and_leaves_results_alone(
     assert folder.parent == tmp_path / "runs" and folder.name.endswith("-run")
     assert (folder / "synthetic-bidir" / "leaderboard.md").exists()
     assert (folder / "index.html").exists()
-    assert "| Method |" in out and "sparsebench publish" in out
+    assert "sparsebench publish" in out and "| Method |" not in out  # no wide markdown table
+    summary = out[out.index("synthetic-bidir:\n") :]
+    assert summary.splitlines()[1].split()[:4] == ["method", "sparsity", "@", "recall"]
+    assert "window" in summary and f"leaderboard: {folder / 'index.html'}" in summary
+    assert max(len(line) for line in summary.splitlines() if "/" not in line) <= 100
 
 
 def test_speed_writes_its_run_folder_and_fails_when_every_case_fails(tmp_path, monkeypatch, capsys):
@@ -254,3 +258,78 @@ def test_debug_shows_the_traceback(syn_dir, capsys):
     assert "Traceback" in err and err.strip().splitlines()[-1].startswith("sparsebench: error:")
     assert main(["sweep", "--data", str(syn_dir), "--split", "evl", "--debug"]) == 2
     assert "Traceback" in capsys.readouterr().err
+
+
+def leaderboard_csv(folder: Path, dataset: str, rows: list[dict]) -> None:
+    import pandas as pd
+
+    (folder / dataset).mkdir(parents=True)
+    pd.DataFrame(rows).to_csv(folder / dataset / "leaderboard.csv", index=False)
+
+
+def test_run_summary_is_narrow_and_shows_intervals_where_records_have_them(tmp_path):
+    from sparsebench.bench.run_commands import run_summary
+
+    nan = float("nan")
+    long_name = "a plugin method with a very long display name indeed, longer than a column"
+    leaderboard_csv(
+        tmp_path,
+        "toy",
+        [
+            {
+                "name": "Sparsefinder k-means",
+                "reference": False,
+                "sparsity@0.95": 0.697,
+                "sparsity@0.95_lo": 0.685,
+                "sparsity@0.95_hi": 0.709,
+                "delta_accuracy@0.95": -0.0123,
+                "delta_accuracy@0.95_lo": -0.02,
+                "delta_accuracy@0.95_hi": -0.004,
+                "speed_x_dense": 0.153,
+            },
+            {
+                "name": long_name,
+                "reference": False,
+                "sparsity@0.95": 0.5,
+                "best_recall": 0.96,
+                "sparsity@0.95_lo": nan,
+                "sparsity@0.95_hi": nan,
+                "delta_accuracy@0.95": nan,
+                "speed_x_dense": nan,
+            },
+            {"name": "full", "reference": True, "sparsity@0.95": 0.0, "speed_x_dense": 1.0},
+        ],
+    )
+    text = run_summary(tmp_path)
+    lines = text.splitlines()
+    assert lines[0] == "toy:" and max(len(line) for line in lines) <= 100
+    row = next(line for line in lines if line.startswith("Sparsefinder k-means"))
+    assert row.split()[-8:] == ["0.697", "±", "0.012", "—", "-0.0123", "±", "0.0080", "0.15"]
+    row = next(line for line in lines if line.startswith("a plugin"))
+    assert row.split()[-4:] == ["0.500", "0.960", "—", "—"]  # no interval, accuracy, speed
+    assert any(line.startswith("full (reference)") for line in lines)
+
+
+def test_accuracy_frontier_scores_only_the_frontier_configs(tmp_path, syn_dir, monkeypatch, capsys):
+    import sparsebench.bench.runs as runs
+    from sparsebench.bench.report import load_records
+    from sparsebench.bench.runs.accuracy import frontier_configs
+
+    # Sweep records of the model's dataset in a run folder, as `sparsebench sweep` leaves them.
+    data = datasets.QKData.load(syn_dir)
+    records = tmp_path / "sweep1" / "shakespeare-lm" / "records.jsonl"
+    sweep(data, records, dataset="shakespeare-lm", methods="window;full", **QUIET)
+    seen = {}
+
+    def fake_accuracy_sweep(model, out, **kw):
+        seen.update(kw, model=model)
+        return {"done": len(kw["only"]), "skipped": 0, "failed": 0}
+
+    monkeypatch.setattr(runs, "accuracy_sweep", fake_accuracy_sweep)
+    argv = ["accuracy", "--model", "shakespeare-lm", "--methods", "window;full"]
+    assert main([*argv, "--configs", "frontier", "--from", "sweep1", "--windows", "0"]) == 0
+    expected = frontier_configs(load_records(records))
+    assert sorted(seen["only"]) == sorted({i for ids in expected.values() for i in ids})
+    assert seen["model"] == "shakespeare-lm" and seen["max_windows"] is None
+    assert seen["device"] == "cpu"
+    assert f"{len(seen['only'])} records written" in capsys.readouterr().out
