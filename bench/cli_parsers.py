@@ -238,6 +238,7 @@ def add_speed(sub: Subcommands, cmds: dict[str, Callable]) -> None:
         examples=[
             "sparsebench speed --lengths 1024,4096 --methods 'sdpa;window:w=65,global_tokens=2'",
             "sparsebench speed --suite gold --lengths 4096 --methods gold,entmax15",
+            "sparsebench speed --preset gpu",
         ],
     )
     s.add_argument(
@@ -261,8 +262,18 @@ def add_speed(sub: Subcommands, cmds: dict[str, Callable]) -> None:
     s.add_argument(
         "--path",
         default="auto",
-        choices=["auto", "block", "flex", "grouped", "dense"],
+        choices=["auto", "block", "flex", "flex_entmax", "grouped", "dense"],
         help="execution path (auto: the one the graph suits)",
+    )
+    s.add_argument(
+        "--dtype", choices=["float32", "bfloat16", "float16"], default="float32", help="inputs"
+    )
+    s.add_argument("--causal", action="store_true", help="causal attention (graphs and baselines)")
+    s.add_argument(
+        "--preset",
+        choices=["gpu"],
+        help="gpu: the prepared GPU benchmark (fixed cases, CUDA only, under 8 minutes; "
+        "python -m sparsebench.bench.gpu_bench --help)",
     )
     s.add_argument("--block-size", type=count, default=128, help="kernel block size")
     s.add_argument("--heads", type=count, default=8, help="attention heads")

@@ -4,20 +4,25 @@ Two suites share the runner (:func:`measure_case`):
 
 * ``execute`` cases (``{"method": ..., "n": ..., ...}``) time predicting a graph and attending
   over it: prediction, layout (:func:`~sparsebench.bench.kernels.prepare`), kernel and end to
-  end, and the dense baselines of :data:`DENSE`. Every timed part gets warm-up calls, then
-  repeats, and reports the median and the spread (interquartile range); CUDA timings are
-  synchronised. Compilation (FlexAttention) is timed on the first call and reported apart,
-  never inside steady-state figures. Peak memory: on CPU a second process resets the kernel's
-  peak-RSS counter (``/proc/self/clear_refs``) just before one warm end-to-end call and reads
-  ``VmHWM`` after it; on CUDA the timing process reads ``torch.cuda.max_memory_allocated``
-  around that call. Inputs: at n <= 512 with 4 heads of 64 the queries, keys and values of the
-  bundled ``shakespeare-mlm`` model on held-out text; otherwise the seeded generator of
-  :func:`sparsebench.datasets.synthetic` (local and content structure, a first-token sink).
+  end, and the dense baselines of :data:`DENSE` (:mod:`.speed_baselines`). Every timed part
+  gets warm-up calls, then repeats, and reports the median and the spread (interquartile
+  range); on CUDA each repeat is timed by a pair of CUDA events around the call (host work
+  inside the call, such as layouts and host synchronisation, counts, because the end event is
+  recorded after the call returns). Compilation (FlexAttention) is timed on the first call and
+  reported apart, never inside steady-state figures. Peak memory: on CPU a second process
+  resets the kernel's peak-RSS counter (``/proc/self/clear_refs``) just before one warm
+  end-to-end call and reads ``VmHWM`` after it; on CUDA the timing process reads
+  ``torch.cuda.max_memory_allocated`` around that call, above what was allocated before it.
+  Inputs: at n <= 512 with 4 heads of 64 the queries, keys and values of the bundled
+  ``shakespeare-mlm`` model on held-out text; otherwise the seeded generator of
+  :func:`sparsebench.datasets.synthetic` (local and content structure, a first-token sink);
+  then cast to the case's ``dtype``.
 * ``gold`` cases (:func:`gold_case`) time the gold graph against dense ``entmax15`` on seeded
   random q/k, and take the extra resident memory of every call (the same peak-RSS probe, reset
   after the inputs are built).
 
 Cases are checked by :func:`~sparsebench.bench.speed_cases.validate_case` before anything runs.
+Many cases can share one worker process (:mod:`.speed_group`, used by the GPU preset).
 """
 
 from __future__ import annotations
@@ -33,9 +38,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
 
-from .speed_cases import DENSE, GOLD_IMPLS, gold_case, validate_case
+from .speed_baselines import dense_call, dense_entmax15
+from .speed_cases import DENSE, GOLD_IMPLS, baseline_normalizer, gold_case, validate_case
 
 __all__ = [
     "DENSE",
@@ -49,41 +54,6 @@ __all__ = [
 ]
 
 
-def dense_entmax15(
-    q: Tensor, k: Tensor, v: Tensor | None = None, *, top: int | None = None, per_head=False
-) -> Tensor:
-    """``entmax.entmax15`` over the full score matrix ``q·k/√d``: the dense baseline.
-
-    Args:
-        q: queries ``(B, H, N, D)``, unscaled.
-        k: keys ``(B, H, M, D)``.
-        v: values; when given, the attention output ``probs @ v`` is returned.
-        top: the package's ``k`` (size of its first partial sort); ``None`` sorts whole rows.
-        per_head: one head after another (the scores of one head at a time in memory).
-
-    Returns:
-        The probabilities ``(B, H, N, M)``, or the output ``(B, H, N, Dv)`` with ``v``.
-    """
-    from entmax import entmax15
-
-    from sparsebench.methods import attention_logits
-
-    def one(qh: Tensor, kh: Tensor, vh: Tensor | None) -> Tensor:
-        p = entmax15(attention_logits(qh, kh), dim=-1, k=top)
-        return p if vh is None else p @ vh
-
-    if not per_head:
-        return one(q, k, v)
-    heads = range(q.shape[1])
-    return torch.cat(
-        [
-            one(q[:, h : h + 1], k[:, h : h + 1], None if v is None else v[:, h : h + 1])
-            for h in heads
-        ],
-        dim=1,
-    )
-
-
 def _sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -93,6 +63,9 @@ def stopwatch(
     fn: Callable[[], Any], *, device: str = "cpu", warmup: int = 1, repeats: int = 5
 ) -> dict[str, float]:
     """Median, minimum and interquartile range of ``repeats`` timed calls after ``warmup``.
+
+    On CUDA each call is timed by CUDA events recorded before and after it; elsewhere by
+    ``time.perf_counter``.
 
     Raises:
         ValueError: for ``repeats < 1`` or ``warmup < 0``.
@@ -104,10 +77,17 @@ def stopwatch(
     _sync(device)
     times = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
+        if device.startswith("cuda"):
+            start, end = (torch.cuda.Event(enable_timing=True) for _ in range(2))
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) / 1000)
+        else:
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
     qs = statistics.quantiles(times, n=4) if len(times) >= 2 else [times[0]] * 3
     return {"median_s": statistics.median(times), "min_s": min(times), "iqr_s": qs[2] - qs[0]}
 
@@ -136,7 +116,10 @@ def _peak_end(device: str, base: float) -> float:
     """Peak memory since :func:`_peak_begin` above its ``base`` (MB)."""
     if device.startswith("cuda"):
         return torch.cuda.max_memory_allocated() / 2**20 - base
-    return _status_mb("VmHWM") - base
+    # The kernel's RSS counters are synced in batches, so a call that allocates nothing can
+    # read a few KB below its base: below the measure's resolution, i.e. 0.
+    extra = _status_mb("VmHWM") - base
+    return extra if extra != extra else max(0.0, extra)  # NaN stays NaN
 
 
 def _peak(fn: Callable[[], Any], device: str) -> float:
@@ -148,7 +131,11 @@ def _peak(fn: Callable[[], Any], device: str) -> float:
 
 
 # -- the execute suite ----------------------------------------------------------------------
-def _inputs(n: int, heads: int, dim: int, device: str, seed: int):
+def _inputs(case: dict[str, Any]):
+    """Queries, keys and values of a case on its device and in its dtype, and their source."""
+    n, heads, dim = case["n"], case.get("heads", 8), case.get("dim", 64)
+    device, dtype = case.get("device", "cpu"), getattr(torch, case.get("dtype", "float32"))
+    found = None
     if n <= 512 and heads == 4 and dim == 64:
         try:
             from sparsebench.datasets.shakespeare import load_model, load_tokenizer
@@ -159,52 +146,44 @@ def _inputs(n: int, heads: int, dim: int, device: str, seed: int):
             cap: list = []
             with torch.no_grad():
                 model(ids, capture=cap)
-            q, k, v = cap[len(cap) // 2]
-            return q.to(device), k.to(device), v.to(device), "shakespeare-mlm"
+            found = (*cap[len(cap) // 2], "shakespeare-mlm")
         except Exception:  # no bundled weights or text: fall back to the generator
-            pass
-    from sparsebench.datasets import synthetic
+            found = None
+    if found is None:
+        from sparsebench.datasets import synthetic
 
-    d = synthetic(num_seqs=1, layers=1, heads=heads, n=n, d=dim, min_length=n, seed=seed)
-    lay = d.layer(0)
-    return lay.q.to(device), lay.k.to(device), lay.v.to(device), "generator"
-
-
-def _dense_call(name: str, q, k, v, device: str) -> Callable[[], Tensor]:
-    """The call of the dense baseline ``name`` (see :data:`DENSE`)."""
-    from sparsebench.bench.kernels import execute
-    from sparsebench.methods import Band, Graph
-
-    if name == "sdpa":
-        return lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v)
-    if name == "dense_entmax":
-        _, heads, n, _ = q.shape
-        full = Graph((1, heads, n, n), [Band(-n, n)])
-        return lambda: execute(q, k, v, full, path="dense")
-    if name == "entmax15_full":
-        return lambda: dense_entmax15(q, k, v, per_head=True)
-    if not device.startswith("cuda"):
-        raise NotImplementedError("xformers attention kernels run on CUDA only")
-    import xformers.ops as xops
-
-    qt, kt, vt = (x.transpose(1, 2).contiguous() for x in (q, k, v))
-    return lambda: xops.memory_efficient_attention(qt, kt, vt)
+        d = synthetic(
+            num_seqs=1, layers=1, heads=heads, n=n, d=dim, min_length=n, seed=case.get("seed", 0)
+        )
+        lay = d.layer(0)
+        found = (lay.q, lay.k, lay.v, "generator")
+    q, k, v, source = found
+    return (*(x.to(device=device, dtype=dtype) for x in (q, k, v)), source)
 
 
 def _run_dense(case: dict[str, Any], rec: dict[str, Any], q, k, v) -> dict[str, Any]:
     device = case.get("device", "cpu")
-    fn = _dense_call(case["method"], q, k, v, device)
+    rec["normalizer"] = baseline_normalizer(case["method"])
+    fn = dense_call(case["method"], q, k, v, case)
     with torch.no_grad():
         if case.get("measure") == "memory":
             fn()  # warm: lazy initialisation is not the call's memory
             rec["peak_mb"] = _peak(fn, device)
             return rec
         reps, warm = case.get("repeats", 5), case.get("warmup", 1)
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        rec["first_call_s"] = time.perf_counter() - t0  # Triton/JIT compilation included
         rec["kernel"] = stopwatch(fn, device=device, warmup=warm, repeats=reps)
         if device.startswith("cuda"):
             rec["peak_mb"] = _peak(fn, device)
     rec["end_to_end"] = rec["kernel"]
     return rec
+
+
+#: Fitted methods of this process with their fit time, by method, parameters and shapes.
+_FITTED: dict[str, tuple[Any, float]] = {}
 
 
 def _run_method(case: dict[str, Any], rec: dict[str, Any], q, k, v) -> dict[str, Any]:
@@ -220,32 +199,39 @@ def _run_method(case: dict[str, Any], rec: dict[str, Any], q, k, v) -> dict[str,
     n, heads, dim = case["n"], case.get("heads", 8), case.get("dim", 64)
     normalizer, alpha = case.get("normalizer", "entmax"), case.get("alpha", 1.5)
     repeats, warmup = case.get("repeats", 5), case.get("warmup", 1)
+    causal = bool(case.get("causal", False))
     m = methods.create(case["method"], **case.get("params", {}))
     if m.learns:
-        from sparsebench.datasets import synthetic
+        size = min(n, 512)
+        key = json.dumps([case["method"], case.get("params", {}), heads, dim, size], sort_keys=True)
+        if key not in _FITTED:  # a worker of many cases fits each method once
+            from sparsebench.datasets import synthetic
 
-        train = synthetic(num_seqs=8, layers=1, heads=heads, n=min(n, 512), d=dim, seed=1)
-        t0 = time.perf_counter()
-        m = m.fit(train.split("train"), 0)
-        rec["fit_s"] = time.perf_counter() - t0
+            train = synthetic(num_seqs=8, layers=1, heads=heads, n=size, d=dim, seed=1)
+            t0 = time.perf_counter()
+            _FITTED[key] = (m.fit(train.split("train"), 0), time.perf_counter() - t0)
+        m, rec["fit_s"] = _FITTED[key]
     path = case.get("path", "auto")
     bs = case.get("block_size", 128)
 
-    def end_to_end():
-        plan = prepare(m.predict(q, k), path=path, block_size=bs)
+    def predict():
+        return m.predict(q, k, causal=causal)
+
+    def run(plan):
         return execute(q, k, v, plan, normalizer=normalizer, alpha=alpha)
 
+    def end_to_end():
+        return run(prepare(predict(), path=path, block_size=bs))
+
     with torch.no_grad():
-        graph = m.predict(q, k)
+        graph = predict()
         plan = prepare(graph, path=path, block_size=bs)
         rec["path"] = plan.path  # the path that runs
         if case.get("measure") == "memory":
             end_to_end()  # warm (compiles FlexAttention)
             rec["peak_mb"] = _peak(end_to_end, device)
             return rec
-        rec["predict"] = stopwatch(
-            lambda: m.predict(q, k), device=device, warmup=0, repeats=repeats
-        )
+        rec["predict"] = stopwatch(predict, device=device, warmup=0, repeats=repeats)
         rec["sparsity"] = 1 - float(graph.num_edges().sum()) / (heads * n * n)
         if plan.layout is not None:
             rec["layout"] = stopwatch(
@@ -256,18 +242,18 @@ def _run_method(case: dict[str, Any], rec: dict[str, Any], q, k, v) -> dict[str,
             )
             rec["block_density"] = plan.layout.density
         t0 = time.perf_counter()
-        execute(q, k, v, plan, normalizer=normalizer, alpha=alpha)
+        run(plan)
         _sync(device)
         first = time.perf_counter() - t0
-        rec["kernel"] = stopwatch(
-            lambda: execute(q, k, v, plan, normalizer=normalizer, alpha=alpha),
-            device=device,
-            warmup=warmup,
-            repeats=repeats,
-        )
-        if path == "flex":
+        rec["kernel"] = stopwatch(lambda: run(plan), device=device, warmup=warmup, repeats=repeats)
+        if plan.path in ("flex", "flex_entmax"):
             rec["compile_s"] = max(0.0, first - rec["kernel"]["median_s"])
+        if plan.path == "flex_entmax":
+            from sparsebench.bench.kernels.flex_entmax import flex_entmax_attention
 
+            stats: dict[str, Any] = {}
+            flex_entmax_attention(q, k, v, plan.layout, alpha, stats=stats)
+            rec["threshold_passes"] = stats["threshold_passes"]
         rec["end_to_end"] = stopwatch(end_to_end, device=device, warmup=0, repeats=repeats)
         if device.startswith("cuda"):
             rec["peak_mb"] = _peak(end_to_end, device)
@@ -312,6 +298,14 @@ def _run_gold(case: dict[str, Any]) -> dict[str, Any]:
 
 
 # -- the runner -----------------------------------------------------------------------------
+def device_label(device: str) -> str:
+    """``"cpu"``, or ``"cuda (<GPU name>)"`` for a CUDA device: the ``device`` of records."""
+    if not device.startswith("cuda"):
+        return "cpu"
+    index = int(device.partition(":")[2] or 0)
+    return f"cuda ({torch.cuda.get_device_name(index)})"
+
+
 def run_case(case: dict[str, Any]) -> dict[str, Any]:
     """Measure one case in this process (use :func:`measure_case` for memory figures).
 
@@ -321,16 +315,16 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
     validate_case(case)
     if case.get("suite") == "gold":
         return _run_gold(case)
+    q, k, v, source = _inputs(case)
     device = case.get("device", "cpu")
-    n, heads, dim = case["n"], case.get("heads", 8), case.get("dim", 64)
-    q, k, v, source = _inputs(n, heads, dim, device, case.get("seed", 0))
     rec: dict[str, Any] = {**case, "source": source, "threads": torch.get_num_threads()}
+    rec["timer"] = "cuda events" if device.startswith("cuda") else "perf_counter"
     if case["method"] in DENSE:
         return _run_dense(case, rec, q, k, v)
     return _run_method(case, rec, q, k, v)
 
 
-def _error(case: dict[str, Any], message: str) -> dict[str, Any]:
+def error_record(case: dict[str, Any], message: str) -> dict[str, Any]:
     """The record of a case that failed."""
     if case.get("suite") == "gold":
         return {**{f: case[f] for f in ("impl", "n", "heads", "dim")}, "error": message}
@@ -345,10 +339,10 @@ def _in_fresh_process(case: dict[str, Any], timeout: float, env: dict) -> dict[s
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
-        return _error(case, f"timed out after {timeout:.0f} s")
+        return error_record(case, f"timed out after {timeout:.0f} s")
     if proc.returncode != 0:
         lines = proc.stderr.strip().splitlines() or ["(no output)"]
-        return _error(case, lines[-1])
+        return error_record(case, lines[-1])
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 

@@ -5,8 +5,9 @@ are rejected by :func:`validate_case` before anything is measured or recorded (t
 and the ``speed`` command both call it), so a typo never becomes an error record.
 
 ``execute`` suite (the default): ``method`` (a registered method or a key of :data:`DENSE`),
-``params`` (the method's parameters), ``n``, ``heads``, ``dim``, ``device``, ``normalizer``,
-``alpha``, ``path``, ``block_size``, ``repeats``, ``warmup``, ``seed``, ``measure``.
+``params`` (the method's parameters), ``n``, ``heads``, ``dim``, ``device``, ``dtype``
+(``float32``, ``bfloat16`` or ``float16`` inputs), ``causal``, ``normalizer``, ``alpha``,
+``path``, ``block_size``, ``repeats``, ``warmup``, ``seed``, ``measure``.
 ``gold`` suite (``"suite": "gold"``, see :func:`gold_case`): ``impl`` (one of
 :data:`GOLD_IMPLS`), ``n``, ``heads``, ``dim``, ``repeats``, ``seed``.
 """
@@ -14,6 +15,7 @@ and the ``speed`` command both call it), so a typo never becomes an error record
 from __future__ import annotations
 
 import difflib
+import importlib.util
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,18 +23,63 @@ import torch
 
 from .kernels import PATHS
 
-__all__ = ["CASE_FIELDS", "DENSE", "GOLD_FIELDS", "GOLD_IMPLS", "gold_case", "validate_case"]
+__all__ = [
+    "CASE_FIELDS",
+    "CUDA_ONLY",
+    "DENSE",
+    "DENSE_ENTMAX",
+    "DENSE_SOFTMAX",
+    "DTYPES",
+    "GOLD_FIELDS",
+    "GOLD_IMPLS",
+    "baseline_normalizer",
+    "gold_case",
+    "validate_case",
+]
 
 #: Dense baselines of the ``execute`` suite (no graph): name -> description.
 DENSE = {
-    "sdpa": "torch scaled_dot_product_attention, softmax, no mask",
+    "sdpa": "torch scaled_dot_product_attention, softmax, no mask, the backend torch picks",
+    "sdpa_flash": "scaled_dot_product_attention pinned to the FLASH backend (CUDA, half only)",
+    "sdpa_efficient": "scaled_dot_product_attention pinned to the memory-efficient backend (CUDA)",
+    "xformers": "xformers memory_efficient_attention, softmax (CUDA only)",
     "dense_entmax": "exact α-entmax over every pair, row slabs (execute path 'dense', full graph)",
     "entmax15_full": (
         "entmax.entmax15 over the full score matrix of each head (the package, as is; heads one "
-        "after another so that n = 8192 fits in memory)"
+        "after another so that n = 8192 fits in memory; scores in float32)"
     ),
-    "xformers": "xformers memory_efficient_attention, softmax (CUDA only)",
+    "entmax_bisect_full": (
+        "entmax.entmax_bisect (any α) over the full score matrix of each head, float32 scores"
+    ),
+    "adasplash": (
+        "adasplash.adasplash, the package's dispatcher: causal α = 1.5 runs AdaSplash-2 "
+        "(adasplash_v2), anything else the block-mask kernel (CUDA only)"
+    ),
+    "adasplash_block_mask": "adasplash.adasplash_v1, the AdaSplash block-mask kernel (CUDA only)",
+    "adasplash_no_block_mask": "adasplash.adasplash_no_block_mask (CUDA only)",
 }
+#: Dense softmax baselines; the speed tables compare softmax cases with the best of them.
+DENSE_SOFTMAX = ("sdpa", "sdpa_flash", "sdpa_efficient", "xformers")
+#: Dense α-entmax baselines (AdaSplash picks its own blocks from the exact threshold).
+DENSE_ENTMAX = (
+    "dense_entmax",
+    "entmax15_full",
+    "entmax_bisect_full",
+    "adasplash",
+    "adasplash_block_mask",
+    "adasplash_no_block_mask",
+)
+#: Dense baselines that run on CUDA only, with the package each needs (``None``: torch).
+CUDA_ONLY: dict[str, str | None] = {
+    "sdpa_flash": None,
+    "sdpa_efficient": None,
+    "xformers": "xformers",
+    "adasplash": "adasplash",
+    "adasplash_block_mask": "adasplash",
+    "adasplash_no_block_mask": "adasplash",
+}
+#: Input dtypes a case may ask for.
+DTYPES = ("float32", "bfloat16", "float16")
 
 #: Implementations of the ``gold`` suite: the gold graph, and the support of dense ``entmax15``
 #: (exact, and with the package's first partial sort of 64).
@@ -47,6 +94,8 @@ CASE_FIELDS = (
     "heads",
     "dim",
     "device",
+    "dtype",
+    "causal",
     "normalizer",
     "alpha",
     "path",
@@ -60,6 +109,13 @@ CASE_FIELDS = (
 GOLD_FIELDS = ("suite", "impl", "n", "heads", "dim", "repeats", "seed")
 
 _PATHS = ("auto", *PATHS)
+#: AdaSplash's kernels take these head dimensions only.
+_ADASPLASH_DIMS = (16, 32, 64, 128, 256)
+
+
+def baseline_normalizer(name: str) -> str:
+    """The normaliser a dense baseline computes (``softmax`` or ``entmax``)."""
+    return "softmax" if name in DENSE_SOFTMAX else "entmax"
 
 
 def gold_case(impl: str, n: int, heads: int, dim: int, repeats: int, seed: int = 0) -> dict:
@@ -106,6 +162,39 @@ def _device(device: object) -> None:
             )
 
 
+def _baseline(case: Mapping[str, Any], name: str) -> None:
+    """The checks of a dense baseline: CUDA, its package, dtype, head size and α it supports."""
+    if case.get("params", {}):
+        raise ValueError(f"speed case: the dense baseline {name!r} takes no parameters")
+    on_cuda = str(case.get("device", "cpu")).startswith("cuda")
+    if name in CUDA_ONLY and not on_cuda:
+        raise ValueError(
+            f"speed case: {name} runs on CUDA only; use device 'cuda' on a machine with a GPU"
+        )
+    package = CUDA_ONLY.get(name)
+    if package and importlib.util.find_spec(package) is None:
+        raise ValueError(
+            f"speed case: {name} needs the {package} package; install the extra: "
+            "pip install 'sparsebench[gpu]' (with your torch pinned)"
+        )
+    if name == "sdpa_flash" and case.get("dtype", "float32") == "float32":
+        raise ValueError(
+            "speed case: sdpa_flash needs dtype bfloat16 or float16 (the flash kernel has no "
+            "float32); use sdpa_efficient for float32"
+        )
+    if name == "entmax15_full" and case.get("alpha", 1.5) != 1.5:
+        raise ValueError(
+            "speed case: entmax15_full is α = 1.5 only; use entmax_bisect_full for other α"
+        )
+    if name.startswith("adasplash"):
+        if case.get("dim", 64) not in _ADASPLASH_DIMS:
+            raise ValueError(
+                f"speed case: {name} needs dim in {_ADASPLASH_DIMS}, got {case.get('dim', 64)}"
+            )
+        if not 1 < case.get("alpha", 1.5) <= 2:
+            raise ValueError(f"speed case: {name} supports 1 < alpha <= 2, got {case['alpha']}")
+
+
 def _method(case: Mapping[str, Any]) -> None:
     from sparsebench import methods
 
@@ -115,12 +204,7 @@ def _method(case: Mapping[str, Any]) -> None:
     if not isinstance(params, Mapping) or not all(isinstance(p, str) for p in params):
         raise ValueError(f"speed case: params must be a dict of parameters, got {params!r}")
     if name in DENSE:
-        if params:
-            raise ValueError(f"speed case: the dense baseline {name!r} takes no parameters")
-        if name == "xformers" and not str(case.get("device", "cpu")).startswith("cuda"):
-            raise ValueError(
-                "speed case: xformers runs on CUDA only; use device 'cuda' on a machine with a GPU"
-            )
+        _baseline(case, name)
         return
     try:
         methods.get(name)
@@ -132,13 +216,30 @@ def _method(case: Mapping[str, Any]) -> None:
         raise ValueError(f"speed case: {e}") from None
 
 
+def _gold(case: Mapping[str, Any]) -> dict[str, Any]:
+    _fields(case, GOLD_FIELDS)
+    if case.get("impl") not in GOLD_IMPLS:
+        raise ValueError(
+            f"speed case: unknown implementation {case.get('impl')!r}; choose from "
+            f"{', '.join(GOLD_IMPLS)}"
+        )
+    for name in ("n", "heads", "dim", "repeats"):
+        if name not in case:
+            raise ValueError(f"speed case: a gold case needs {name}")
+        _int(case, name, 0, 1)
+    _int(case, "seed", 0, 0)
+    return dict(case)
+
+
 def validate_case(case: object) -> dict[str, Any]:
     """Check a speed case before anything is measured; returns it unchanged.
 
     Checks the suite, the field names, positive sizes (``n``, ``heads``, ``repeats``,
-    ``block_size``; ``dim >= 2``), the method (registered, or a dense baseline) and its
-    parameters, the path and normaliser (``flex`` runs softmax only), α, and the device
-    (``cuda`` only where CUDA is available; ``xformers`` only on CUDA).
+    ``block_size``; ``dim >= 2``), the dtype and ``causal``, the method (registered, or a dense
+    baseline, with what the baseline needs: CUDA, its package, a half dtype for flash, a head
+    size and α for AdaSplash) and its parameters, the path and normaliser (``flex`` runs
+    softmax only, ``flex_entmax`` α-entmax only), α, and the device (``cuda`` only where CUDA
+    is available).
 
     Raises:
         ValueError: one line naming the field and what it must be.
@@ -149,18 +250,7 @@ def validate_case(case: object) -> dict[str, Any]:
     if suite not in ("execute", "gold"):
         raise ValueError(f"speed case: unknown suite {suite!r}; use 'execute' or 'gold'")
     if suite == "gold":
-        _fields(case, GOLD_FIELDS)
-        if case.get("impl") not in GOLD_IMPLS:
-            raise ValueError(
-                f"speed case: unknown implementation {case.get('impl')!r}; choose from "
-                f"{', '.join(GOLD_IMPLS)}"
-            )
-        for name in ("n", "heads", "dim", "repeats"):
-            if name not in case:
-                raise ValueError(f"speed case: a gold case needs {name}")
-            _int(case, name, 0, 1)
-        _int(case, "seed", 0, 0)
-        return dict(case)
+        return _gold(case)
     from sparsebench.methods import check_alpha, check_normalizer
 
     _fields(case, CASE_FIELDS)
@@ -173,6 +263,10 @@ def validate_case(case: object) -> dict[str, Any]:
     _int(case, "warmup", 1, 0)
     _int(case, "block_size", 128, 1)
     _int(case, "seed", 0, 0)
+    if case.get("dtype", "float32") not in DTYPES:
+        raise ValueError(f"speed case: dtype must be one of {DTYPES}, got {case['dtype']!r}")
+    if not isinstance(case.get("causal", False), bool):
+        raise ValueError(f"speed case: causal must be true or false, got {case['causal']!r}")
     _device(case.get("device", "cpu"))
     try:
         normalizer = check_normalizer(case.get("normalizer", "entmax"))
@@ -185,6 +279,15 @@ def validate_case(case: object) -> dict[str, Any]:
     if case.get("measure", "time") not in ("time", "memory"):
         raise ValueError(f"speed case: measure must be 'memory' or absent, got {case['measure']!r}")
     _method(case)
-    if path == "flex" and normalizer != "softmax" and case["method"] not in DENSE:
-        raise ValueError("speed case: path 'flex' runs softmax only; use normalizer 'softmax'")
+    if case["method"] not in DENSE:
+        if path == "flex" and normalizer != "softmax":
+            raise ValueError(
+                "speed case: path 'flex' runs softmax only; use normalizer 'softmax', or path "
+                "'flex_entmax' for α-entmax"
+            )
+        if path == "flex_entmax" and normalizer != "entmax":
+            raise ValueError(
+                "speed case: path 'flex_entmax' runs α-entmax only; use normalizer 'entmax', "
+                "or path 'flex' for softmax"
+            )
     return dict(case)

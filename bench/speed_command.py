@@ -5,7 +5,8 @@ baselines) and ``gold`` (the gold graph against dense entmax). Every case is bui
 before anything is measured or a run folder is made; each then runs in a fresh process
 (:mod:`sparsebench.bench.speed`), and each record is appended as soon as it is measured, to
 ``speed/records.jsonl`` of the run folder (or ``--out``), with one writer at a time. A run in
-which every case failed exits with status 1.
+which every case failed exits with status 1. ``--preset gpu`` runs the prepared GPU benchmark
+instead (:mod:`sparsebench.bench.gpu_bench`).
 """
 
 from __future__ import annotations
@@ -44,6 +45,10 @@ def cmd_speed(args) -> int:
     """Wall-clock and peak memory across lengths, each case in a fresh process."""
     from sparsebench.bench.runs import open_run_folder, provenance, records_writer
 
+    if getattr(args, "preset", None) == "gpu":
+        from .gpu_bench import run_preset
+
+        return run_preset(args)
     _check_device(args.device)
     build = _gold_cases if args.suite == "gold" else _execute_cases
     cases = build(args)
@@ -153,7 +158,7 @@ def _execute_cases(args) -> list[tuple[dict, dict | None]]:
     cases: list[tuple[dict, dict | None]] = []
     for n in args.lengths:
         for spec, name, params in specs:
-            if name == "entmax15_full" and n > args.max_dense:
+            if name in ("entmax15_full", "entmax_bisect_full") and n > args.max_dense:
                 continue
             case = {
                 "method": name,
@@ -162,6 +167,8 @@ def _execute_cases(args) -> list[tuple[dict, dict | None]]:
                 "heads": args.heads,
                 "dim": args.dim,
                 "device": args.device,
+                "dtype": getattr(args, "dtype", "float32"),
+                "causal": bool(getattr(args, "causal", False)),
                 "normalizer": args.normalizer,
                 "path": args.path,
                 "block_size": args.block_size,
@@ -175,13 +182,17 @@ def _execute_cases(args) -> list[tuple[dict, dict | None]]:
 def _execute_suite(args, cases, prov: dict, records) -> tuple[list[dict], list[str]]:
     """Predict + layout + kernel per method spec and n, with the ratio to the dense baseline."""
     from sparsebench.bench import measure_case
+    from sparsebench.bench.speed import device_label
 
     rows: list[dict] = []
     for row, case in cases:
         spec, n = row["spec"], row["n"]
         print(f"measuring {spec} n={n} ...", file=sys.stderr, flush=True)
         rec = measure_case(case)
-        rec.update({"suite": "execute", "spec": spec, **prov})
+        # The case's own device (provenance names the machine's GPU even for CPU cases).
+        rec.update(
+            {"suite": "execute", "spec": spec, **prov, "device": device_label(case["device"])}
+        )
         records.add(rec)
         flat = {"spec": spec, "n": n, "error": rec.get("error", "")}
         for part in ("predict", "layout", "kernel", "end_to_end"):

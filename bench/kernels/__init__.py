@@ -7,6 +7,7 @@ layout; ``execute(q, k, v, plan_or_graph, normalizer=..., alpha=...)`` runs it. 
 * :mod:`.block` — the block path, with heavy rows (global tokens' rows) split off.
 * :mod:`.grouped` — the grouped path, padded batches or packed groups through xformers.
 * :mod:`.flex` — FlexAttention on the block layout (softmax).
+* :mod:`.flex_entmax` — α-entmax on the block layout by FlexAttention passes.
 * :mod:`.dense` — the dense masked reference (:func:`dense_attention`).
 * :mod:`.normalize` — score scale, normalisers, in-place 1.5-entmax.
 * :mod:`.dispatch` — :class:`Plan`, :func:`prepare` and :func:`execute`.

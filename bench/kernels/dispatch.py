@@ -7,6 +7,8 @@ Paths:
 * ``"block"`` — the graph's block layout; each query block attends over its gathered kept key
   blocks (:mod:`~sparsebench.bench.kernels.block`).
 * ``"flex"`` — softmax only: the same block layout fed to FlexAttention.
+* ``"flex_entmax"`` — α-entmax only: the same layout, the threshold found by FlexAttention
+  passes, then one FlexAttention output pass (:mod:`~sparsebench.bench.kernels.flex_entmax`).
 * ``"grouped"`` — for graphs that are one set of groups: each group attends within itself.
 
 All paths give the same result as ``"dense"`` on the same graph; a query with no allowed key
@@ -26,15 +28,18 @@ from sparsebench.methods import Graph, check_alpha, check_normalizer, check_qk, 
 from .block import block_attention
 from .dense import masked_attention
 from .flex import flex_attention
+from .flex_entmax import flex_entmax_attention
 from .grouped import grouped_attention, single_groups
 from .normalize import Normalizer
 from .plan import BlockPlan, block_plan
 
 __all__ = ["DEFAULT_BLOCK_SIZE", "PATHS", "PathName", "Plan", "execute", "prepare"]
 
-PathName = Literal["block", "grouped", "flex", "dense"]
+PathName = Literal["block", "grouped", "flex", "flex_entmax", "dense"]
 #: The execution paths, as :attr:`Plan.path` names them.
-PATHS: tuple[str, ...] = ("block", "grouped", "flex", "dense")
+PATHS: tuple[str, ...] = ("block", "grouped", "flex", "flex_entmax", "dense")
+#: The paths that lay the graph out in blocks.
+_LAID_OUT = ("block", "flex", "flex_entmax")
 #: Kernel block size of the block and flex paths unless one is given.
 DEFAULT_BLOCK_SIZE = 128
 
@@ -59,7 +64,7 @@ class Plan:
 def prepare(
     graph: Graph,
     *,
-    path: Literal["auto", "block", "grouped", "flex", "dense"] = "auto",
+    path: Literal["auto", "block", "grouped", "flex", "flex_entmax", "dense"] = "auto",
     block_size: int = DEFAULT_BLOCK_SIZE,
 ) -> Plan:
     """Choose the execution path of ``graph`` and build what it needs.
@@ -86,7 +91,7 @@ def prepare(
         path = "grouped" if single_groups(graph) is not None else "block"
     if path == "grouped" and single_groups(graph) is None:
         raise NotImplementedError("the grouped path needs a graph of exactly one Groups slot")
-    layout = block_plan(graph, block_size) if path in ("block", "flex") else None
+    layout = block_plan(graph, block_size) if path in _LAID_OUT else None
     return Plan(path, graph, block_size, layout)
 
 
@@ -98,13 +103,15 @@ def execute(
     *,
     normalizer: Normalizer = "entmax",
     alpha: float = 1.5,
-    path: Literal["auto", "block", "grouped", "flex", "dense"] = "auto",
+    path: Literal["auto", "block", "grouped", "flex", "flex_entmax", "dense"] = "auto",
     block_size: int | None = None,
 ) -> Tensor:
     """Attention of ``q`` over ``k``/``v`` restricted to the edges of a graph.
 
     Float16 and bfloat16 inputs are computed in float32 (their scores overflow in half
-    precision); the output has ``v``'s dtype. Integer and complex inputs are rejected.
+    precision), except on CUDA by the FlexAttention paths, which never store a score and
+    accumulate in float32; the output has ``v``'s dtype. Integer and complex inputs are
+    rejected.
 
     Args:
         q: queries ``(B, H, N, D)``, unscaled.
@@ -125,17 +132,20 @@ def execute(
         ValueError: on invalid tensors or shapes that disagree, an unknown path or normalizer,
             an α that is not finite and > 1, or ``path``/``block_size`` that contradict a given
             plan.
-        NotImplementedError: ``flex`` with entmax, ``grouped`` on a graph that is not one slot
-            of groups.
+        NotImplementedError: ``flex`` with entmax, ``flex_entmax`` with softmax, ``grouped`` on
+            a graph that is not one slot of groups.
     """
     check_normalizer(normalizer)
     alpha = check_alpha(alpha)
     plan = _checked_plan(q, k, v, plan, normalizer, path, block_size)
     graph = plan.graph
     dtype = v.dtype
-    q, k, v = to_scoring(q), to_scoring(k), to_scoring(v)
+    if plan.path not in ("flex", "flex_entmax"):  # the flex paths choose their precision
+        q, k, v = to_scoring(q), to_scoring(k), to_scoring(v)
     with torch.no_grad():
-        if plan.path == "dense":
+        if plan.path == "flex_entmax":
+            out = flex_entmax_attention(q, k, v, plan.layout, alpha)
+        elif plan.path == "dense":
             out = masked_attention(q, k, v, graph, normalizer, alpha)
         elif plan.path == "block":
             out = block_attention(q, k, v, plan.layout, normalizer, alpha)
@@ -162,14 +172,25 @@ def _checked_plan(q, k, v, plan, normalizer: str, path: str, block_size: int | N
             raise ValueError(f"path {path!r} contradicts the plan's path {plan.path!r}")
         if block_size not in (None, plan.block_size):
             raise ValueError(f"block_size {block_size} contradicts the plan's {plan.block_size}")
-    elif path == "flex" and normalizer != "softmax":
-        raise NotImplementedError("FlexAttention normalises with softmax only")
     else:
+        _check_flex_normalizer(path, normalizer)
         size = DEFAULT_BLOCK_SIZE if block_size is None else block_size
         plan = prepare(graph, path=path, block_size=size)
-    if plan.path == "flex" and normalizer != "softmax":
-        raise NotImplementedError("FlexAttention normalises with softmax only")
+    _check_flex_normalizer(plan.path, normalizer)
     return plan
+
+
+def _check_flex_normalizer(path: str, normalizer: str) -> None:
+    """``flex`` runs softmax only, ``flex_entmax`` α-entmax only."""
+    if path == "flex" and normalizer != "softmax":
+        raise NotImplementedError(
+            "FlexAttention normalises with softmax only on path 'flex'; use path 'flex_entmax' "
+            "for α-entmax"
+        )
+    if path == "flex_entmax" and normalizer != "entmax":
+        raise NotImplementedError(
+            "the flex_entmax path normalises with α-entmax only; use path 'flex' for softmax"
+        )
 
 
 def _check_path(path: object) -> None:

@@ -1,7 +1,12 @@
-"""The flex path (softmax only): the block layout fed to FlexAttention.
+"""The flex path: the block layout fed to FlexAttention (softmax; α-entmax in :mod:`.flex_entmax`).
 
 The layout becomes a ``BlockMask.from_kv_blocks`` (partial and full key blocks per query
-block); FlexAttention is compiled once per process.
+block; :func:`sparsebench.methods.layout.flex_block_mask`, the same as
+``Graph.to_block_mask``); FlexAttention is compiled once per process.
+
+Precision: on CUDA, half-precision inputs run as they are (FlexAttention accumulates scores and
+the normaliser in float32 and never stores a score matrix, so nothing overflows); on CPU every
+input is computed in float32, as the other paths do.
 """
 
 from __future__ import annotations
@@ -11,23 +16,72 @@ from functools import cache
 import torch
 from torch import Tensor
 
+from sparsebench.methods import to_scoring
+from sparsebench.methods.layout import flex_block_mask
+
 from .plan import BlockPlan
 
-__all__ = ["flex_attention"]
+__all__ = [
+    "RECOMPILE_LIMIT",
+    "compiled_flex",
+    "empty_rows",
+    "flex_attention",
+    "flex_inputs",
+    "layout_block_mask",
+]
+
+
+#: Compiled variants of FlexAttention one process may hold: one per shape, block size and
+#: score_mod (the entmax path uses four per shape). Past dynamo's default of 8 it would fall
+#: back to eager FlexAttention, which materialises every score.
+RECOMPILE_LIMIT = 256
 
 
 @cache
-def _compiled_flex():
+def compiled_flex():
+    """``torch.compile(flex_attention)``, built once per process (shapes are static)."""
+    import torch._dynamo.config as dynamo_config
     from torch.nn.attention.flex_attention import flex_attention as flex
 
+    dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, RECOMPILE_LIMIT)
+    dynamo_config.accumulated_recompile_limit = max(
+        dynamo_config.accumulated_recompile_limit, RECOMPILE_LIMIT
+    )
     return torch.compile(flex, dynamic=False)
 
 
-def _kv_layout(mask: Tensor) -> tuple[Tensor, Tensor]:
-    """Per query block, the number of true key blocks and their indices first."""
-    num = mask.sum(-1).to(torch.int32)
-    idx = torch.argsort((~mask).to(torch.int8), dim=-1, stable=True).to(torch.int32)
-    return num.contiguous(), idx.contiguous()
+def flex_inputs(*tensors: Tensor) -> tuple[Tensor, ...]:
+    """The tensors as the flex paths compute them: as given on CUDA, upcast from half on CPU."""
+    if tensors[0].is_cuda:
+        return tensors
+    return tuple(to_scoring(t) for t in tensors)
+
+
+def layout_block_mask(plan: BlockPlan, q: Tensor, k: Tensor):
+    """The FlexAttention ``BlockMask`` of ``plan`` for ``q`` and ``k``, on their device."""
+    B, H, N, _ = q.shape
+    masks = plan.partial_masks
+    P, b = masks.shape[0], plan.block_size
+    # Full blocks read an all-true mask: the mask_mod is then right everywhere, which eager
+    # FlexAttention needs (it applies the mask_mod inside full blocks too). The count of masks
+    # is a power of two, at least 64, so that layouts of one shape share a compiled kernel.
+    spare = max(64, 1 << P.bit_length()) - P - 1
+    masks = torch.cat([masks, masks.new_ones(1, b, b), masks.new_zeros(spare, b, b)])
+    partial_id = torch.where(plan.full, P, plan.partial_id)
+    layout = (plan.kept, plan.full, partial_id, masks)
+    return flex_block_mask(layout, b, (B, H, N, k.shape[2]), q.device)
+
+
+def empty_rows(plan: BlockPlan, n: int, device) -> Tensor | None:
+    """``(B, H, n)`` bool, the query rows whose query block keeps no key block; ``None`` if none.
+
+    Rows inside a kept query block that have no allowed key of their own come out of
+    FlexAttention as zeros already (every score of the row is masked).
+    """
+    empty = ~plan.kept.any(-1)  # (B, H, Qb)
+    if not empty.any():
+        return None
+    return empty.repeat_interleave(plan.block_size, dim=-1)[..., :n].to(device)
 
 
 def flex_attention(q, k, v, plan: BlockPlan, compiled: bool = True) -> Tensor:
@@ -41,39 +95,17 @@ def flex_attention(q, k, v, plan: BlockPlan, compiled: bool = True) -> Tensor:
         compiled: run the compiled kernel (eager FlexAttention otherwise, e.g. on CPU tests).
 
     Returns:
-        ``(B, H, N, Dv)``; rows of queries with no allowed key are zero.
+        ``(B, H, N, Dv)`` in ``v``'s dtype; rows of queries with no allowed key are zero.
     """
-    from torch.nn.attention.flex_attention import BlockMask
     from torch.nn.attention.flex_attention import flex_attention as flex
 
-    b = plan.block_size
-    B, H, N, _ = q.shape
-    M = k.shape[2]
-    partial = plan.kept & ~plan.full
-
-    kv_num, kv_idx = _kv_layout(partial)
-    full_num, full_idx = _kv_layout(plan.full)
-    partial_id = plan.partial_id.to(q.device)
-    partial_masks = plan.partial_masks.to(q.device)
-
-    def mask_mod(bi, hi, qi, ki):
-        p = partial_id[bi, hi, qi // b, ki // b]
-        return partial_masks[p.clamp(min=0), qi % b, ki % b] & (p >= 0)
-
-    block_mask = BlockMask.from_kv_blocks(
-        kv_num.to(q.device),
-        kv_idx.to(q.device),
-        full_num.to(q.device),
-        full_idx.clone().to(q.device),
-        BLOCK_SIZE=b,
-        mask_mod=mask_mod,
-        seq_lengths=(N, M),
-    )
-    fn = _compiled_flex() if compiled else flex
+    dtype = v.dtype
+    q, k, v = flex_inputs(q, k, v)
+    block_mask = layout_block_mask(plan, q, k)
+    fn = compiled_flex() if compiled else flex
     out = fn(q, k, v, block_mask=block_mask, scale=q.shape[-1] ** -0.5)
     # Rows with no allowed key: flex returns zeros there already; make it explicit.
-    empty = ~plan.kept.any(-1)  # (B, H, Qb) blocks with nothing at all
-    if empty.any():
-        rows = empty.repeat_interleave(b, dim=-1)[..., :N].to(out.device)
+    rows = empty_rows(plan, q.shape[2], out.device)
+    if rows is not None:
         out = out.masked_fill(rows.unsqueeze(-1), 0.0)
-    return out
+    return out.to(dtype)

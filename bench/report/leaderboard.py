@@ -16,6 +16,7 @@ import pandas as pd
 
 from sparsebench.datasets import check_name
 
+from ..gpu_report import write_gpu_report
 from ..runs import atomic_write
 from . import plots
 from .assemble import DatasetReport, graph_record_files, load_reports, provenance
@@ -69,6 +70,7 @@ def write_leaderboard(
         plots.speed_plot(sp, results / "speed" / "speed.png")
         written += [results / "speed" / "speed.md", results / "speed" / "speed.png"]
         speed_imgs.append("speed/speed.png")
+        written += write_gpu_report(results / "speed")  # the GPU preset's gpu.md and gpu.png
     if "html" in formats:
         index = results / "index.html"
         atomic_write(index, index_html(sections, meta, speed_imgs))

@@ -7,6 +7,7 @@ import math
 import pandas as pd
 
 from ..speed import DENSE
+from ..speed_cases import DENSE_ENTMAX, DENSE_SOFTMAX
 
 __all__ = ["speed_by_method", "speed_markdown", "speed_table"]
 
@@ -26,10 +27,15 @@ def speed_table(records: pd.DataFrame) -> pd.DataFrame:
     ok["spread_s"] = ok["end_to_end"].map(lambda d: d["iqr_s"])
     ok["normalizer"] = ok.get("normalizer", "entmax")
     ok["device"] = ok.get("device", "cpu")
+    if "dtype" in ok:  # half-precision cases are compared among themselves
+        half = ok["dtype"].fillna("float32") != "float32"
+        ok.loc[half, "device"] = ok.loc[half, "device"] + " " + ok.loc[half, "dtype"]
+    if "causal" in ok:  # so are causal ones
+        ok.loc[ok["causal"].eq(True), "device"] += " causal"
     # A method's cases differ by execution path too (dense baselines ignore it).
     ok["path"] = ok["path"].fillna("auto") if "path" in ok else "auto"
     if "block_size" in ok:  # layouts at different block sizes are different cases
-        laid = ok["path"].isin(["block", "flex"]) & ok["block_size"].notna()
+        laid = ok["path"].isin(["block", "flex", "flex_entmax"]) & ok["block_size"].notna()
         ok.loc[laid, "path"] = (
             ok.loc[laid, "path"] + " b=" + ok.loc[laid, "block_size"].map(lambda b: str(int(b)))
         )
@@ -38,7 +44,7 @@ def speed_table(records: pd.DataFrame) -> pd.DataFrame:
     ok = ok.sort_values("date").groupby(["device", "normalizer", "spec", "path", "n"]).tail(1)
     rows = []
     for (device, norm), g in ok.groupby(["device", "normalizer"]):
-        dense = ["sdpa", "xformers"] if norm == "softmax" else ["dense_entmax", "entmax15_full"]
+        dense = list(DENSE_SOFTMAX if norm == "softmax" else DENSE_ENTMAX)
         best = g[g["spec"].isin(dense)].groupby("n")["time_s"].min()
         for (spec, path), s in g.groupby(["spec", "path"]):
             s = s.sort_values("n")
