@@ -224,9 +224,15 @@ def flex_block_mask(
     if partial_masks.shape[0] == 0:  # indexed even where no block is partial
         partial_masks = torch.zeros(1, b, b, dtype=torch.bool, device=device)
 
+    full_at = full.to(device)
+    full_per_batch, full_per_head = full_at.shape[0] > 1, full_at.shape[1] > 1
+
     def mask_mod(bi, hi, qi, ki):
+        # Compiled kernels never call this inside full blocks; eager FlexAttention evaluates it
+        # everywhere, so a full block must answer True here too.
         p = partial_id[bi if per_batch else 0, hi if per_head else 0, qi // b, ki // b]
-        return partial_masks[p.clamp(min=0), qi % b, ki % b] & (p >= 0)
+        whole = full_at[bi if full_per_batch else 0, hi if full_per_head else 0, qi // b, ki // b]
+        return whole | (partial_masks[p.clamp(min=0), qi % b, ki % b] & (p >= 0))
 
     return BlockMask.from_kv_blocks(
         kv_num.to(device),

@@ -31,6 +31,9 @@ def graphs(lengths, causal, n=N):
     kg = torch.randint(0, 6, (B, H, n, 1), generator=g)
     yield "groups", Graph((B, H, n, n), [Groups(qg, kg)], lengths=lengths, causal=causal)
     yield "shared band", Graph((B, H, n, n), [Band(-4, 2)], lengths=lengths, causal=causal)
+    # Wide enough for full blocks: eager FlexAttention evaluates mask_mod inside them too.
+    wide = Graph((B, H, n, n), [Band(-20, 20), Globals(pos)], lengths=lengths, causal=causal)
+    yield "wide band (full blocks)", wide
     yield "empty rows", Graph((B, H, n, n), [Band(5, 9)], lengths=lengths, causal=False)
 
 
