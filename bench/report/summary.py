@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from .. import stats
+from ..breakdown import PER_SEQUENCE
 from ..metrics import METRICS
 from .intervals import (
     bounds,
@@ -56,15 +57,7 @@ __all__ = [
 
 THRESHOLDS = (0.90, 0.95, 0.99)
 #: The graph metrics that get a bootstrap interval (``<m>_lo``, ``<m>_hi``).
-INTERVAL_METRICS = (
-    "recall",
-    "sparsity",
-    "exact",
-    "precision",
-    "mass_recall",
-    "block_sparsity",
-    "output_error",
-)
+INTERVAL_METRICS = tuple(m for m in PER_SEQUENCE if m != "gold_sparsity")
 _KEYS = ["dataset", "method", "method_id"]
 
 
