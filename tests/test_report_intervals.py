@@ -9,29 +9,7 @@ import pytest
 
 from sparsebench.bench.report import write_leaderboard
 from sparsebench.bench.runs import append_record
-
-
-def rec(method, mid, layer, s, r, **extra):
-    return {
-        "dataset": "toy",
-        "method": method,
-        "method_id": mid,
-        "layer": layer,
-        "sparsity": s,
-        "recall": r,
-        "exact": r,
-        "precision": 0.5,
-        "gold_sparsity": 0.9,
-        "block_sparsity": s / 2,
-        "fit_s": 0.1,
-        "predict_s": 0.002,
-        "date": "2026-11-22",
-        "git_sha": "abc",
-        "device": "cpu",
-        "cpu": "x86_64",
-        "params": {},
-        **extra,
-    }
+from tests.test_leaderboard import rec
 
 
 def seq_rec(method, mid, layer, s, r, spread, n=8, **extra):
