@@ -106,6 +106,9 @@ def output_error(
 ) -> dict:
     """Relative error of α-entmax attention restricted to ``pred`` against full α-entmax.
 
+    Its length is argument checking and the per-batch loop that reuses the cached reference; both
+    read the same validated state.
+
     ``‖attn_Ĝ − attn_G‖ / ‖attn_G‖`` per sequence and head (Frobenius norm over its valid
     query rows), averaged like :func:`~sparsebench.bench.metrics.graph_metrics`. ``attn_Ĝ`` is
     α-entmax over the predicted valid keys only; a query with no predicted key outputs zero.

@@ -29,7 +29,10 @@ __all__ = ["add_catalog", "add_report", "add_runs", "add_speed"]
 
 
 def add_catalog(sub: Subcommands, cmds: dict[str, Callable]) -> None:
-    """Parsers of ``methods`` and ``datasets``."""
+    """Parsers of ``methods`` and ``datasets``.
+
+    One flat list of arguments per subcommand, so it reads as a table and holds no logic.
+    """
     s = sub.add(
         "methods",
         cmds["methods"],
@@ -92,7 +95,10 @@ def add_catalog(sub: Subcommands, cmds: dict[str, Callable]) -> None:
 
 
 def add_runs(sub: Subcommands, cmds: dict[str, Callable]) -> None:
-    """Parsers of the scoring commands: ``evaluate``, ``sweep``, ``accuracy`` and ``run``."""
+    """Parsers of the scoring commands: ``evaluate``, ``sweep``, ``accuracy`` and ``run``.
+
+    One flat list of arguments per subcommand, so it reads as a table and holds no logic.
+    """
     s = sub.add(
         "evaluate",
         cmds["evaluate"],
@@ -227,7 +233,10 @@ def add_runs(sub: Subcommands, cmds: dict[str, Callable]) -> None:
 
 
 def add_speed(sub: Subcommands, cmds: dict[str, Callable]) -> None:
-    """Parser of ``speed``."""
+    """Parser of ``speed``.
+
+    One flat list of arguments, so it reads as a table and holds no logic.
+    """
     s = sub.add(
         "speed",
         cmds["speed"],
@@ -292,7 +301,10 @@ def add_speed(sub: Subcommands, cmds: dict[str, Callable]) -> None:
 
 
 def add_report(sub: Subcommands, cmds: dict[str, Callable]) -> None:
-    """Parsers of ``leaderboard``, ``publish``, ``show`` and ``compare``."""
+    """Parsers of ``leaderboard``, ``publish``, ``show`` and ``compare``.
+
+    One flat list of arguments per subcommand, so it reads as a table and holds no logic.
+    """
     s = sub.add(
         "leaderboard",
         cmds["leaderboard"],

@@ -282,6 +282,9 @@ def evaluate(
 ) -> dict:
     """Fit ``method`` on the train split (when it learns) and score it on ``split``.
 
+    Its length is the checks made before any work and the per-layer loop that shares the gold cache;
+    splitting would pass that state around.
+
     The method is bound to the data first (``Method.for_data``; the ``gold`` row takes the
     data's α), then fitted per layer. Pass the same ``gold_cache`` dict to evaluations of one
     dataset split to reuse gold graphs. Every argument is checked before any work is done.

@@ -173,6 +173,9 @@ def entmax_attention(
 ) -> tuple[Tensor, Tensor]:
     """Attention function for transformers: α-entmax over ``scaling · q·kᵀ`` plus the mask.
 
+    It follows the order of transformers' attention call (masks, capture, scores, normalisation,
+    output) in one place, so the stored tensors are provably the ones the model uses.
+
     α is the attention module's ``config.entmax_alpha`` (1.5 when unset). Keys and values with
     fewer heads than the queries (grouped-query attention) are repeated to the query heads.
     Masked keys get exactly zero probability; a query with no allowed key outputs zero.

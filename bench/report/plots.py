@@ -51,6 +51,9 @@ def _positive_min(values) -> float:
 def pareto_plot(front: pd.DataFrame, avg: pd.DataFrame, dataset: str, path: Path) -> None:
     """Recall against density: each method's frontier on a log and a linear axis.
 
+    Its length is the two panels drawn from the same frontier frames in one figure; splitting would
+    pass every axis and frame around.
+
     Left: density ``1 − sparsity`` on a log axis (sparser to the right; sparsity is read on
     the top axis), where the 0.9–1.0 sparsity region is spread out. Right: the same frontiers
     against sparsity on a linear axis, as the paper draws them. The gold graph's own density is
