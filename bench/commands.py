@@ -10,7 +10,6 @@ folders are in :mod:`.run_commands` and :mod:`.speed_command`.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import math
 import sys
@@ -100,13 +99,8 @@ def match_methods(pattern: str) -> list[str]:
             continue
         found = methods.names(item)
         if not found:
-            close = difflib.get_close_matches(item, known, n=3, cutoff=0.5)
-            hint = (
-                "did you mean " + " or ".join(repr(c) for c in close) + "?"
-                if close
-                else "`sparsebench methods` lists them"
-            )
-            raise CLIError(f"no method matches {item!r}; {hint}")
+            hint = methods.suggest(item, known, otherwise="; `sparsebench methods` lists them")
+            raise CLIError(f"no method matches {item!r}{hint}")
         out += [n for n in found if n not in out]
     if not out:
         raise CLIError("no method name given; give a glob such as 'sparsefinder*'")

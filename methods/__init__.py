@@ -40,7 +40,7 @@ from ._checks import (
     scoring_dtype,
     to_scoring,
 )
-from ._errors import SpecError, UnknownNameError
+from ._errors import SpecError, UnknownNameError, suggest
 from ._masks import as_lengths, real_tokens, valid_pairs
 from ._registry import (
     ENTRY_POINT_GROUP,
@@ -92,6 +92,7 @@ __all__ = [
     "predict_time",
     "real_tokens",
     "register",
+    "suggest",
     "scoring_dtype",
     "to_scoring",
     "valid_pairs",

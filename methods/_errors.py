@@ -18,14 +18,16 @@ class SpecError(ValueError):
     """A method spec or ``key=value`` parameter that cannot be parsed."""
 
 
-def suggest(name: str, choices: list[str]) -> str:
+def suggest(name: str, choices: list[str], *, otherwise: str | None = None) -> str:
     """A message tail naming the closest ``choices`` to ``name`` (or all of them).
 
     Returns:
-        ``"; did you mean 'a' or 'b'?"``, or ``"; known: ..."`` when nothing is close, or ``""``
-        when there are no choices.
+        ``"; did you mean 'a' or 'b'?"``; when nothing is close, ``otherwise`` if given, else
+        ``"; known: ..."`` (``""`` when there are no choices).
     """
     close = difflib.get_close_matches(name, choices, n=3, cutoff=0.5)
     if close:
         return "; did you mean " + " or ".join(repr(c) for c in close) + "?"
+    if otherwise is not None:
+        return otherwise
     return f"; known: {', '.join(sorted(choices))}" if choices else ""

@@ -16,7 +16,6 @@ names, or several globs and specs (``name:k=v,k=v``) separated by ``;``.
 from __future__ import annotations
 
 import copy
-import difflib
 import fnmatch
 import itertools
 import time
@@ -24,7 +23,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator
 from typing import Any, NamedTuple
 
 from sparsebench.datasets import QKData
-from sparsebench.methods import Method, create, get, names, parse_spec
+from sparsebench.methods import Method, create, get, names, parse_spec, suggest
 
 __all__ = [
     "Fitted",
@@ -109,12 +108,7 @@ def select_methods(
             continue
         matched = [n for n in known if fnmatch.fnmatchcase(n, pattern)]
         if not matched:
-            close = difflib.get_close_matches(pattern, known, n=3, cutoff=0.5)
-            hint = (
-                "; did you mean " + " or ".join(repr(c) for c in close) + "?"
-                if close
-                else "; `sparsebench methods` lists them"
-            )
+            hint = suggest(pattern, known, otherwise="; `sparsebench methods` lists them")
             raise ValueError(f"--methods {pattern!r} matches no method{hint}")
         for n in matched:
             out.setdefault(f"{n}:[]", (n, n, {}))
