@@ -38,8 +38,11 @@ __all__ = [
     "LINES",
     "Line",
     "main",
+    "measured_cases",
+    "parse_lengths",
     "preset_cases",
     "run_preset",
+    "select_lines",
 ]
 
 #: Seconds of measuring after which no case starts or keeps running.
@@ -150,15 +153,77 @@ def preset_cases(line: Line, device: str = "cuda") -> list[dict[str, Any]]:
     ]
 
 
-def _plan(lines: tuple[Line, ...]) -> tuple[list[tuple[Line, list[dict]]], list[Line]]:
-    """The lines that can run here, with their cases, and those whose package is missing."""
+def _plan(
+    lines: tuple[Line, ...], lengths: set[int] | None = None, done: set[tuple] = frozenset()
+) -> tuple[list[tuple[Line, list[dict]]], list[Line]]:
+    """The lines that can run here, with their cases, and those whose package is missing.
+
+    Cases at lengths outside ``lengths`` (when given) and cases in ``done`` (``(label, dtype,
+    n)`` measured before in the same records) are left out.
+    """
     runnable, missing = [], []
     for line in lines:
         if line.package and importlib.util.find_spec(line.package) is None:
             missing.append(line)
-        else:
-            runnable.append((line, preset_cases(line)))
+            continue
+        cases = [
+            c
+            for c in preset_cases(line)
+            if (lengths is None or c["n"] in lengths)
+            and (line.label, line.dtype, c["n"]) not in done
+        ]
+        if cases:
+            runnable.append((line, cases))
     return runnable, missing
+
+
+def select_lines(only: str | None) -> tuple[Line, ...]:
+    """The lines whose label contains one of the ``;``-separated words of ``only`` (all if None).
+
+    Raises:
+        ValueError: when a word matches no line's label.
+    """
+    if not only:
+        return LINES
+    words = [w.strip().lower() for w in only.split(";") if w.strip()]
+    for word in words:
+        if not any(word in line.label.lower() for line in LINES):
+            labels = sorted({line.label for line in LINES})
+            raise ValueError(f"--only {word!r} matches no line; the lines are: {'; '.join(labels)}")
+    return tuple(line for line in LINES if any(w in line.label.lower() for w in words))
+
+
+def parse_lengths(text: str | None) -> set[int] | None:
+    """``--lengths 4096,32768`` as a set of the preset's lengths (``None``: all).
+
+    Raises:
+        ValueError: for a length that is not a number or not one of the preset's.
+    """
+    if not text:
+        return None
+    known = {*LENGTHS, LONG}
+    try:
+        lengths = {int(x) for x in text.split(",") if x.strip()}
+    except ValueError:
+        raise ValueError(
+            f"--lengths {text!r}: give comma-separated numbers, e.g. 4096,32768"
+        ) from None
+    if not lengths or not lengths <= known:
+        raise ValueError(f"--lengths {text!r}: the preset's lengths are {sorted(known)}")
+    return lengths
+
+
+def measured_cases(out) -> set[tuple]:
+    """``(label, dtype, n)`` of the cases ``out`` already holds a measurement of (no error)."""
+    from .runs import read_records
+
+    if not out.exists():
+        return set()
+    return {
+        (r.get("label"), r.get("dtype"), r.get("n"))
+        for r in read_records(out, keyed=False)
+        if r.get("preset") == "gpu" and not r.get("error")
+    }
 
 
 def _say(text: str) -> None:
@@ -172,7 +237,9 @@ def _spec(rec: dict[str, Any]) -> str:
     return rec["method"] + (":" + ",".join(f"{k}={v}" for k, v in params.items()) if params else "")
 
 
-def _measure(runnable: list[tuple[Line, list[dict]]], out, deadline: float) -> tuple[int, int]:
+def _measure(
+    runnable: list[tuple[Line, list[dict]]], out, deadline: float, case_timeout: float
+) -> tuple[int, int]:
     """Measure every line's cases (one worker per line), appending records to ``out``.
 
     Returns the number of records and of failed ones.
@@ -187,7 +254,7 @@ def _measure(runnable: list[tuple[Line, list[dict]]], out, deadline: float) -> t
         for line, cases in runnable:
             for rec in measure_group(
                 cases,
-                CASE_TIMEOUT_S,
+                case_timeout,
                 deadline=deadline,
                 on_start=lambda c, label=line.label: _say(f"measuring {label} n={c['n']} ..."),
             ):
@@ -202,7 +269,10 @@ def _measure(runnable: list[tuple[Line, list[dict]]], out, deadline: float) -> t
 
 
 def run_preset(args: Any) -> int:
-    """Run the benchmark; ``args`` may carry ``results``, ``resume``, ``out``, ``budget``.
+    """Run the benchmark (``args``: results, resume, out, budget, case_timeout, only, lengths).
+
+    Cases the records already hold a measurement of are not measured again, so ``--resume``
+    continues a run the budget cut.
 
     Returns the exit status: 0, 1 if every case failed, 2 without CUDA (one line, nothing made).
     """
@@ -219,15 +289,9 @@ def run_preset(args: Any) -> int:
             "machine with an NVIDIA GPU and the 'gpu' extra (CPU speed: sparsebench speed)"
         )
     budget = float(getattr(args, "budget", None) or BUDGET_S)
-    runnable, missing = _plan(LINES)
-    count = sum(len(c) for _, c in runnable)
-    _say(
-        f"GPU benchmark on {torch.cuda.get_device_name(0)}: {count} cases in {len(runnable)} "
-        f"worker processes; at most {CASE_TIMEOUT_S:.0f} s per case, no case past "
-        f"{budget:.0f} s (the least important lines are cut first)"
-    )
-    for line in missing:
-        _say(f"skipped: {line.label} ({line.dtype}): the {line.package} package is not installed")
+    case_timeout = float(getattr(args, "case_timeout", None) or CASE_TIMEOUT_S)
+    lines = select_lines(getattr(args, "only", None))
+    lengths = parse_lengths(getattr(args, "lengths", None))
     out = records_out(args)
     if out is None:
         folder = open_run_folder(
@@ -235,8 +299,18 @@ def run_preset(args: Any) -> int:
         )
         _say(f"run folder: {folder}")
         out = folder / "speed" / "records.jsonl"
+    done = measured_cases(out)
+    runnable, missing = _plan(lines, lengths, done)
+    count = sum(len(c) for _, c in runnable)
+    _say(
+        f"GPU benchmark on {torch.cuda.get_device_name(0)}: {count} cases in {len(runnable)} "
+        f"worker processes ({len(done)} measured before are kept); at most {case_timeout:.0f} s "
+        f"per case, no case past {budget:.0f} s (the least important lines are cut first)"
+    )
+    for line in missing:
+        _say(f"skipped: {line.label} ({line.dtype}): the {line.package} package is not installed")
     deadline = time.monotonic() + budget
-    measured, failed = _measure(runnable, out, deadline)
+    measured, failed = _measure(runnable, out, deadline, case_timeout)
     skipped = [(m.label, m.dtype, m.package) for m in missing]
     written = write_gpu_report(out.parent, skipped=skipped)
     for path in written:
@@ -257,6 +331,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--resume", help="continue the run in this run folder")
     p.add_argument("--out", help="append the records to this file instead of a run folder's")
     p.add_argument("--budget", type=float, default=BUDGET_S, help="seconds of measuring at most")
+    p.add_argument(
+        "--only", help="';'-separated words: run only the lines whose label contains one"
+    )
+    p.add_argument("--lengths", help="comma-separated: run only these of the preset's lengths")
+    p.add_argument(
+        "--case-timeout", type=float, default=CASE_TIMEOUT_S, help="seconds one case may take"
+    )
     args = p.parse_args(argv)
     args.argv = ["speed", "--preset", "gpu"]
     try:

@@ -216,23 +216,24 @@ def flex_block_mask(
     kept, full, partial_id, partial_masks = layout
     b = block_size
     _, _, N, M = shape
-    per_batch, per_head = partial_id.shape[0] > 1, partial_id.shape[1] > 1
     kv_num, kv_idx = _kv_blocks(kept & ~full)
     full_num, full_idx = _kv_blocks(full)
-    partial_id = partial_id.to(device)
-    partial_masks = partial_masks.to(device)
-    if partial_masks.shape[0] == 0:  # indexed even where no block is partial
-        partial_masks = torch.zeros(1, b, b, dtype=torch.bool, device=device)
-
-    full_at = full.to(device)
-    full_per_batch, full_per_head = full_at.shape[0] > 1, full_at.shape[1] > 1
+    # One lookup per score in the kernel: full blocks read an all-true mask, blocks not kept an
+    # all-false one, and the ids are int32 (int64 index tiles cost a CUDA kernel shared memory).
+    P = partial_masks.shape[0]
+    masks = torch.cat(
+        [partial_masks, partial_masks.new_ones(1, b, b), partial_masks.new_zeros(1, b, b)]
+    ).to(device)
+    ids = torch.where(full, P, torch.where(partial_id >= 0, partial_id, P + 1))
+    ids = ids.to(device=device, dtype=torch.int32)
+    per_batch, per_head = ids.shape[0] > 1, ids.shape[1] > 1
 
     def mask_mod(bi, hi, qi, ki):
         # Compiled kernels never call this inside full blocks; eager FlexAttention evaluates it
-        # everywhere, so a full block must answer True here too.
-        p = partial_id[bi if per_batch else 0, hi if per_head else 0, qi // b, ki // b]
-        whole = full_at[bi if full_per_batch else 0, hi if full_per_head else 0, qi // b, ki // b]
-        return whole | (partial_masks[p.clamp(min=0), qi % b, ki % b] & (p >= 0))
+        # everywhere, so a full block answers True here too.
+        return masks[
+            ids[bi if per_batch else 0, hi if per_head else 0, qi // b, ki // b], qi % b, ki % b
+        ]
 
     return BlockMask.from_kv_blocks(
         kv_num.to(device),

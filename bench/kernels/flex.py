@@ -27,6 +27,7 @@ __all__ = [
     "empty_rows",
     "flex_attention",
     "flex_inputs",
+    "kernel_options",
     "layout_block_mask",
 ]
 
@@ -50,6 +51,16 @@ def compiled_flex():
     return torch.compile(flex, dynamic=False)
 
 
+#: Tiles of the CUDA kernels. The default 128 x 128 tiles overflow an H200's shared memory
+#: (227 KiB) once the mask lookup's index tiles are added; 64 x 64 tiles fit at any dtype.
+CUDA_KERNEL_OPTIONS = {"BLOCK_M": 64, "BLOCK_N": 64}
+
+
+def kernel_options(q: Tensor) -> dict | None:
+    """FlexAttention's ``kernel_options`` for inputs like ``q`` (CUDA tiles; none on CPU)."""
+    return dict(CUDA_KERNEL_OPTIONS) if q.is_cuda else None
+
+
 def flex_inputs(*tensors: Tensor) -> tuple[Tensor, ...]:
     """The tensors as the flex paths compute them: as given on CUDA, upcast from half on CPU."""
     if tensors[0].is_cuda:
@@ -62,13 +73,11 @@ def layout_block_mask(plan: BlockPlan, q: Tensor, k: Tensor):
     B, H, N, _ = q.shape
     masks = plan.partial_masks
     P, b = masks.shape[0], plan.block_size
-    # Full blocks read an all-true mask: the mask_mod is then right everywhere, which eager
-    # FlexAttention needs (it applies the mask_mod inside full blocks too). The count of masks
-    # is a power of two, at least 64, so that layouts of one shape share a compiled kernel.
-    spare = max(64, 1 << P.bit_length()) - P - 1
-    masks = torch.cat([masks, masks.new_ones(1, b, b), masks.new_zeros(spare, b, b)])
-    partial_id = torch.where(plan.full, P, plan.partial_id)
-    layout = (plan.kept, plan.full, partial_id, masks)
+    # The count of masks is padded to a power of two (at least 64, two more are appended by
+    # flex_block_mask) so that layouts of one shape share a compiled kernel.
+    spare = max(64, 1 << P.bit_length()) - P
+    masks = torch.cat([masks, masks.new_zeros(spare, b, b)])
+    layout = (plan.kept, plan.full, plan.partial_id, masks)
     return flex_block_mask(layout, b, (B, H, N, k.shape[2]), q.device)
 
 
@@ -103,7 +112,9 @@ def flex_attention(q, k, v, plan: BlockPlan, compiled: bool = True) -> Tensor:
     q, k, v = flex_inputs(q, k, v)
     block_mask = layout_block_mask(plan, q, k)
     fn = compiled_flex() if compiled else flex
-    out = fn(q, k, v, block_mask=block_mask, scale=q.shape[-1] ** -0.5)
+    out = fn(
+        q, k, v, block_mask=block_mask, scale=q.shape[-1] ** -0.5, kernel_options=kernel_options(q)
+    )
     # Rows with no allowed key: flex returns zeros there already; make it explicit.
     rows = empty_rows(plan, q.shape[2], out.device)
     if rows is not None:

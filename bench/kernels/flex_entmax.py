@@ -60,7 +60,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .flex import compiled_flex, empty_rows, flex_inputs, layout_block_mask
+from .flex import compiled_flex, empty_rows, flex_inputs, kernel_options, layout_block_mask
 from .plan import BlockPlan
 
 __all__ = ["MAX_SHARPNESS", "PASS_VALUE_DIM", "flex_entmax_attention", "threshold_tolerance"]
@@ -133,6 +133,7 @@ class _Passes:
                 block_mask=self.block_mask,
                 scale=self.scale,
                 return_aux=AuxRequest(lse=True),
+                kernel_options=kernel_options(self.q),
             )
         self.count += 1
         return aux.lse.float()
@@ -224,7 +225,15 @@ def flex_entmax_attention(
     if stats is not None:
         stats["threshold_passes"] = passes.count
     mod = _score_mod(passes.a, m, t, torch.full_like(t, 1.0 / (alpha - 1.0)), passes.zero)
-    out = compiled_flex()(q, k, v, score_mod=mod, block_mask=block_mask, scale=passes.scale)
+    out = compiled_flex()(
+        q,
+        k,
+        v,
+        score_mod=mod,
+        block_mask=block_mask,
+        scale=passes.scale,
+        kernel_options=kernel_options(q),
+    )
     rows = empty_rows(plan, q.shape[2], out.device)
     zero = empty if rows is None else empty | rows
     return out.masked_fill(zero.unsqueeze(-1), 0.0).to(dtype)
