@@ -56,7 +56,7 @@ def gpu_rows(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                 "passes": r.get("threshold_passes"),
                 "error": r.get("error", ""),
                 "date": r.get("date", ""),
-                "git_sha": r.get("git_sha", ""),
+                "git_sha": r.get("git_sha", "") + ("+changes" if r.get("git_dirty") else ""),
                 "torch": r.get("torch", ""),
             }
         )
@@ -114,7 +114,8 @@ def gpu_markdown(rows: list[dict[str, Any]], skipped: Sequence[tuple] = ()) -> s
     for device in sorted({r["device"] for r in rows}):
         rs = [r for r in rows if r["device"] == device]
         dates = sorted(r["date"] for r in rs if r["date"])
-        shas = sorted({r["git_sha"][:10] for r in rs if r["git_sha"]})
+        # A sha with "+changes" ran a checkout with uncommitted changes on top of it.
+        shas = sorted({r["git_sha"][:10] + r["git_sha"][40:] for r in rs if r["git_sha"]})
         md += [
             f"## {device}",
             "",

@@ -216,7 +216,7 @@ class Graph:
         return bias
 
     def num_edges(self) -> Tensor:
-        """Valid edges per sequence and head, ``(B, H)`` int64.
+        """Valid edges per sequence and head, ``(B, H)`` int64 on the CPU (wherever the parts are).
 
         Uses a closed form when the graph is one structured part (band, groups); otherwise it
         counts slab by slab, never holding more than one slab.
@@ -231,10 +231,10 @@ class Graph:
             if lengths is not None:
                 c = self.parts[0].count(lengths, self.causal, self.shape)
                 if c is not None:
-                    return c
+                    return c.cpu()
         total = torch.zeros(B, H, dtype=torch.long)
         for s, e in self.row_chunks():
-            total += self.slab(s, e).sum((-1, -2))
+            total += self.slab(s, e).sum((-1, -2)).cpu()
         return total
 
     def num_valid(self) -> Tensor:

@@ -239,3 +239,26 @@ def test_layer_average_averages_the_per_layer_metrics(tmp_path):
     expected = "recall sparsity exact precision gold_sparsity block_sparsity fit_s predict_s"
     assert per_layer == expected.split()
     assert list(avg.columns[3 : 3 + len(per_layer)]) == per_layer
+
+
+def test_leaderboard_speed_column_takes_cpu_cases_only():
+    """A GPU case at a longer N must not stand in the CPU leaderboards' speed column."""
+    import pandas as pd
+
+    from sparsebench.bench.report.speed_tables import speed_by_method
+
+    def row(device, n, x):
+        return {
+            "device": device,
+            "normalizer": "softmax",
+            "spec": "window:w=33",
+            "path": "flex",
+            "n": n,
+            "x_best_dense": x,
+            "peak_mb": 1.0,
+        }
+
+    sp = pd.DataFrame([row("cpu", 8192, 0.2), row("cuda (Test GPU) bfloat16 causal", 32768, 8.0)])
+    got = speed_by_method(sp)["window"]
+    assert got["speed_x_dense"] == 0.2 and "N=8192" in got["speed_case"]
+    assert speed_by_method(sp.iloc[1:]) == {}

@@ -270,3 +270,29 @@ def test_gpu_preset_plumbing_with_cpu_cases(tmp_path, monkeypatch, capsys):
     md = (tmp_path / "run" / "speed" / "gpu.md").read_text()
     assert "## cuda (Fake GPU)" in md and "needs no_such_package_here" in md
     assert "| softmax | window, flex |" in md
+
+
+def test_gpu_preset_selection_lengths_and_resume(tmp_path):
+    """--only picks lines by label words, --lengths the lengths; measured cases are kept."""
+    from sparsebench.bench.gpu_bench import _plan, measured_cases, parse_lengths, select_lines
+    from sparsebench.bench.runs import append_record
+
+    picked = select_lines("flex_entmax; sdpa flash")
+    assert {line.label for line in picked} == {"window, flex_entmax", "SDPA flash"}
+    assert select_lines(None) == LINES
+    with pytest.raises(ValueError, match="'nope' matches no line"):
+        select_lines("flex;nope")
+    assert parse_lengths("4096, 32768") == {4096, 32768} and parse_lengths("") is None
+    for bad in ("4096,x", "1000", ","):
+        with pytest.raises(ValueError, match="--lengths"):
+            parse_lengths(bad)
+    out = tmp_path / "records.jsonl"
+    assert measured_cases(out) == set()
+    part = {"median_s": 0.001, "min_s": 0.001, "iqr_s": 0.0}
+    base = {"preset": "gpu", "label": "SDPA flash", "dtype": "bfloat16", "end_to_end": part}
+    append_record(out, {**base, "n": 4096})
+    append_record(out, {**base, "n": 32768, "error": "timed out after 90 s"})
+    done = measured_cases(out)
+    assert done == {("SDPA flash", "bfloat16", 4096)}  # a failed case runs again
+    runnable, _ = _plan(select_lines("sdpa flash"), {4096, 32768}, done)
+    assert [[c["n"] for c in cases] for _, cases in runnable] == [[32768]]

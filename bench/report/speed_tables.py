@@ -85,15 +85,17 @@ def speed_table(records: pd.DataFrame) -> pd.DataFrame:
 
 
 def speed_by_method(sp: pd.DataFrame) -> dict[str, dict]:
-    """Each method's fastest measured case, relative to the best dense kernel, at its largest N.
+    """Each method's fastest measured CPU case, relative to the best dense kernel, at its largest N.
 
     ``sp`` is :func:`speed_table`'s output. Returns ``{method: {"speed_x_dense", "speed_peak_mb",
-    "speed_case"}}``; dense baselines are left out.
+    "speed_case"}}``; dense baselines are left out. The leaderboards are measured on the CPU, so
+    their speed column is too: GPU cases have their own page (``speed/gpu.md``).
     """
     out: dict[str, dict] = {}
     if sp is None or sp.empty:
         return out
-    sp = sp[sp["x_best_dense"].notna() & ~sp["spec"].isin(list(DENSE))].copy()
+    cpu = sp["device"].astype(str).str.startswith("cpu")
+    sp = sp[cpu & sp["x_best_dense"].notna() & ~sp["spec"].isin(list(DENSE))].copy()
     sp["method"] = sp["spec"].str.split(":").str[0]
     for method, g in sp.groupby("method"):
         at = g[g["n"] == g["n"].max()]

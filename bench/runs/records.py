@@ -54,23 +54,35 @@ class RecordsWarning(UserWarning):
     """Records were dropped while reading a file (duplicated keys, unreadable lines)."""
 
 
-@lru_cache(maxsize=1)
-def _git_sha() -> str:
+def _git(*args: str) -> str | None:
+    """The output of a git command in the package's checkout (``None`` where git fails)."""
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
+            ["git", *args],
             capture_output=True,
             text=True,
             timeout=5,
             cwd=Path(__file__).resolve().parent,
         )
-        return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return None
+    return out.stdout if out.returncode == 0 else None
+
+
+@lru_cache(maxsize=1)
+def _git_sha() -> str:
+    return (_git("rev-parse", "HEAD") or "").strip() or "unknown"
+
+
+@lru_cache(maxsize=1)
+def _git_dirty() -> bool | None:
+    """Whether tracked files differ from the commit (the code run is not ``git_sha``'s)."""
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return None if status is None else bool(status.strip())
 
 
 def provenance() -> dict[str, Any]:
-    """Git sha, package versions, device and date of this run."""
+    """Git sha, uncommitted changes (``git_dirty``), package versions, device and date of a run."""
     from importlib.metadata import PackageNotFoundError, version
 
     import torch
@@ -86,6 +98,7 @@ def provenance() -> dict[str, Any]:
         device = f"cuda ({torch.cuda.get_device_name(0)})"
     return {
         "git_sha": _git_sha(),
+        "git_dirty": _git_dirty(),
         "sparsebench": ver("sparsebench"),
         "torch": torch.__version__,
         "entmax": ver("entmax"),
