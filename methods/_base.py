@@ -77,7 +77,7 @@ class Method:
 
     Subclasses set ``name`` (through :func:`register`), ``tags`` and ``grid``, and implement
     ``_predict``; learned methods also implement ``fit``. Learned state lives in attributes
-    that end in ``_``.
+    that end in ``_``. ``complexity`` states what one ``predict`` costs (see below).
 
     Parameters are checked when an instance is made (``create``, ``clone``, ``from_spec``) and
     again before ``predict`` and ``fit`` do any work (:meth:`validate`): each field against its
@@ -89,6 +89,13 @@ class Method:
     label: ClassVar[str] = ""
     tags: ClassVar[Tags] = Tags()
     grid: ClassVar[Grid] = {}
+    #: Cost of ``predict`` per sequence and head, beyond the inputs: ``{"time": ..., "memory":
+    #: ...}`` in big-O of N (length), d (head dim), r (projection dim), w (window), k (keys or
+    #: clusters kept per row), b (block size), C (clusters or buckets), s (rows of a slab, a
+    #: fixed element budget) and |G| (output edges); the method's docstring names any other
+    #: letter. Memory counts the working set and the output graph; structured parts (a band,
+    #: global tokens) are descriptions, O(1) until a kernel lays them out. ``"?"``: undeclared.
+    complexity: ClassVar[Mapping[str, str]] = {"time": "?", "memory": "?"}
     seed: int = 0
 
     def __post_init__(self) -> None:

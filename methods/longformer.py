@@ -44,6 +44,8 @@ class Longformer(Composable):
       ``official_padded_length=True`` does that.
     * Draws come from ``seed``, per sequence in batch order.
 
+    Cost: a permutation of each sequence's real tokens, O(N), shared by its heads.
+
     Attributes:
         max_globals: exclusive upper bound of the number of global tokens (at least 3).
         official_padded_length: draw with replacement over the padded length (B8).
@@ -58,6 +60,7 @@ class Longformer(Composable):
         "paper_mlm": {"max_globals": _MAX_GLOBALS, "window": _MLM_WINDOWS},
         "quick": {"max_globals": [4, 12]},
     }
+    complexity: ClassVar[dict[str, str]] = {"time": "O(N)", "memory": "O(N)"}
 
     def _predict(self, q: Tensor, k: Tensor, *, lengths, causal) -> Graph:
         B, H, N, _ = q.shape

@@ -47,6 +47,10 @@ class OpenAIFixed(Composable):
     clipping, so the padded-length convention of the official code (B8) changes nothing here and
     needs no switch; the official assertion ``n > l`` is dropped (short sequences are allowed).
 
+    Cost: the pattern is built as a dense ``N × N`` mask and each row's keys are listed by a
+    sort, O(N² log N) time and O(N²) memory, once per call (shared by every sequence and head).
+    The key lists hold about ``N (l + N (c + 1) / l)`` entries.
+
     Attributes:
         stride: block length ``l``.
         expressivity: number of summary positions ``c`` per block (plus the block end).
@@ -59,6 +63,7 @@ class OpenAIFixed(Composable):
         "paper_mlm": {"stride": [4, 8, 12, 16, 20], "window": MLM_WINDOWS},
         "quick": {"stride": [4, 16]},
     }
+    complexity: ClassVar[dict[str, str]] = {"time": "O(N² log N)", "memory": "O(N²)"}
 
     def _check_values(self) -> None:
         if self.expressivity >= self.stride:

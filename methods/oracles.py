@@ -9,9 +9,8 @@ import torch
 from torch import Tensor
 
 from ._base import Grid, Method, Tags, param
-from ._masks import valid_pairs
 from ._registry import register
-from .dsa import top_density
+from .dsa import score_slabs, top_density, top_rows, valid_per_row
 from .gold import attention_logits
 from .graph import Graph
 from .parts import DenseMask, RowIndex
@@ -29,6 +28,7 @@ class TopKOracle(Method):
     DeepSeek's indexer), since it ranks keys by the true logits ``q·k/√d``. Only valid keys
     (real, and past ones in a decoder) are ranked; a row with fewer valid keys keeps them all.
     With ``density`` set, each row keeps ``ceil(density * valid keys)`` instead of ``k``.
+    The logits are drawn a slab of query rows at a time: memory is one slab and the key lists.
 
     Attributes:
         k: keys kept per query.
@@ -43,20 +43,23 @@ class TopKOracle(Method):
         "paper_mlm": {"k": [1, 2, 4, 8, 16, 32, 64]},
         "quick": {"k": [2, 8]},
     }
+    complexity: ClassVar[dict[str, str]] = {"time": "O(N² (d + log k))", "memory": "O(s N + N k)"}
 
     def _predict(self, q: Tensor, k: Tensor, *, lengths, causal) -> Graph:
         B, H, N, _ = q.shape
-        M = k.shape[2]
-        valid = valid_pairs(B, N, M, lengths, causal).expand(B, 1, N, M)
-        scores = torch.where(valid, attention_logits(q.float(), k.float()), float("-inf"))
+        shape = (B, H, N, k.shape[2])
+        qf, kf = q.float(), k.float()
+
+        def scores(start: int, stop: int) -> Tensor:
+            return attention_logits(qf[:, :, start:stop], kf)  # (B, H, rows, M)
+
+        validity = {"lengths": lengths, "causal": causal, "device": q.device}
         if self.density is not None:
-            return Graph((B, H, N, M), [RowIndex(top_density(scores, valid, self.density))])
-        width = max(1, min(self.k, M))
-        _, idx = scores.topk(width, dim=-1)  # (B, H, N, width)
-        keep = (torch.arange(width) < self.k).view(1, 1, 1, -1) & valid.expand_as(scores).gather(
-            -1, idx
-        )
-        return Graph((B, H, N, M), [RowIndex(torch.where(keep, idx, -1))])
+            return Graph(shape, [RowIndex(top_density(scores, shape, self.density, **validity))])
+        # A row with fewer valid keys than k keeps them all (they are listed first).
+        per_row = valid_per_row(shape, lengths, causal, q.device)
+        index = top_rows(scores, shape, max(1, min(self.k, shape[3])), per_row, **validity)
+        return Graph(shape, [RowIndex(index)])
 
 
 @register("random")
@@ -65,7 +68,8 @@ class Random(Method):
     """Uniformly random edges: each valid pair is kept with probability ``density``.
 
     A reference row (not a method from a paper): the recall any graph of the same sparsity gets
-    by chance. Draws come from ``seed`` and do not depend on q and k.
+    by chance. Draws come from ``seed`` and do not depend on q and k. The output is a bool mask
+    of every pair, drawn a slab of rows at a time.
 
     Attributes:
         density: probability of keeping each pair.
@@ -77,9 +81,18 @@ class Random(Method):
         "paper": {"density": [0.02, 0.05, 0.1, 0.2, 0.3, 0.5]},
         "quick": {"density": [0.1]},
     }
+    complexity: ClassVar[dict[str, str]] = {"time": "O(N²)", "memory": "O(N²)"}
 
     def _predict(self, q: Tensor, k: Tensor, *, lengths, causal) -> Graph:
         B, H, N, _ = q.shape
         M = k.shape[2]
-        mask = torch.rand(B, H, N, M, generator=self._generator(0)) < self.density
+        g = self._generator(0)
+        mask = torch.empty(B, H, N, M, dtype=torch.bool)
+        rows = mask.view(B * H * N, M)
+        # torch.rand draws its values one after another, so slabs of rows filled in memory
+        # order hold the values of one torch.rand(B, H, N, M) call without holding them all.
+        slabs = score_slabs((1, 1, B * H * N, M))
+        draws = torch.empty(max(e - s for s, e in slabs), M) if slabs else None
+        for s, e in slabs:
+            torch.lt(draws[: e - s].uniform_(generator=g), self.density, out=rows[s:e])
         return Graph((B, H, N, M), [DenseMask(mask)])

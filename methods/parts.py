@@ -254,6 +254,27 @@ class BlockLayout(Part):
         cols = torch.arange(shape[3]) // b
         return self.blocks[:, :, rows][..., cols]
 
+    def block_candidates(self, b, shape):  # noqa: D102
+        # Layout block u covers tokens [u·s, (u+1)·s): kernel blocks u·s//b … ((u+1)·s − 1)//b.
+        s = self.block_size
+        blocks = self.blocks.cpu().float()
+
+        def cover(count: int, kernel: int) -> Tensor:
+            u = torch.arange(count).view(-1, 1)
+            kb = torch.arange(kernel).view(1, -1)
+            return ((kb >= u * s // b) & (kb <= ((u + 1) * s - 1) // b)).float()
+
+        rows = cover(blocks.shape[2], -(-shape[2] // b))
+        cols = cover(blocks.shape[3], -(-shape[3] // b))
+        return (rows.T @ blocks @ cols) > 0
+
+    def edges_at(self, bi, hi, i, j):  # noqa: D102
+        s, blocks = self.block_size, self.blocks.cpu()
+        nq, nk = blocks.shape[2], blocks.shape[3]
+        inside = (i // s < nq) & (j // s < nk)
+        bi, hi = bi.clamp(max=blocks.shape[0] - 1), hi.clamp(max=blocks.shape[1] - 1)
+        return blocks[bi, hi, (i // s).clamp(max=nq - 1), (j // s).clamp(max=nk - 1)] & inside
+
     def index_batch(self, index):  # noqa: D102
         if self.blocks.shape[0] == 1:
             return self

@@ -25,10 +25,14 @@ DEFAULT_ALPHA = 1.5
 @register("full")
 @dataclass(kw_only=True)
 class Full(Method):
-    """Every valid edge: dense attention (recall 1, sparsity 0). A reference row."""
+    """Every valid edge: dense attention (recall 1, sparsity 0). A reference row.
+
+    The prediction is one all-covering :class:`Band`: a description, O(1) to predict.
+    """
 
     tags: ClassVar[Tags] = Tags(reference=True)
     grid: ClassVar[Grid] = {"paper": {}, "quick": {}}
+    complexity: ClassVar[dict[str, str]] = {"time": "O(1)", "memory": "O(1)"}
 
     def _predict(self, q: Tensor, k: Tensor, *, lengths, causal) -> Graph:
         B, H, N, _ = q.shape
@@ -47,6 +51,9 @@ class Gold(Method):
     ``Gold`` that predicts without being bound uses ``DEFAULT_ALPHA`` (1.5, entmax15). The
     default row's method id stays ``gold``; a bound one carries its α (``gold[alpha=1.5]``).
 
+    Cost: every score, O(N² d), computed in slabs of s rows; memory is one slab and the key
+    lists, k the widest gold row (:func:`gold_graph`).
+
     Attributes:
         alpha: entmax α of the attention being predicted, finite and > 1; ``None`` = the
             data's.
@@ -55,6 +62,7 @@ class Gold(Method):
     alpha: float | None = param(None, above=1)
     tags: ClassVar[Tags] = Tags(reference=True)
     grid: ClassVar[Grid] = {"paper": {}, "quick": {}}
+    complexity: ClassVar[dict[str, str]] = {"time": "O(N² d)", "memory": "O(s N + N k)"}
 
     def for_data(self, data: QKData) -> Self:
         """This row with ``alpha`` bound to ``data.alpha`` (unchanged when ``alpha`` is set)."""

@@ -69,6 +69,9 @@ class Reformer(LearnedSpace):
     raw head vectors by default (``space="raw"``, what the leaderboard uses);
     ``space="projected"`` hashes the learned Sparsefinder projections as the official code does.
 
+    Cost: R = ``n_hashes`` rounds of C = ``n_buckets`` buckets; the executed graph's sort adds
+    the ``log N`` term. Memory holds the normalised vectors and one round's projections.
+
     Attributes:
         n_buckets: buckets per round (even).
         n_hashes: hash rounds.
@@ -88,6 +91,10 @@ class Reformer(LearnedSpace):
         "paper": {"n_buckets": _MT_BUCKETS, "window": MT_WINDOWS},
         "paper_mlm": {"n_buckets": [*_MT_BUCKETS, 40, 50, 100], "window": MLM_WINDOWS},
         "quick": {"n_buckets": [2, 8, 30]},
+    }
+    complexity: ClassVar[dict[str, str]] = {
+        "time": "O(N R (d C + log N))",
+        "memory": "O(N (d + C + R))",
     }
 
     def _check_values(self) -> None:

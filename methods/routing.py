@@ -110,6 +110,9 @@ class Routing(LearnedSpace):
     code does. In a decoder the causal mask is applied after routing, so routing still sees
     future tokens (not realisable autoregressively; B8).
 
+    Cost: I = ``kmeans_iters`` Lloyd iterations over the batch's tokens for C clusters, then
+    each cluster's top-``w`` choice among N tokens (the ``log N`` term).
+
     Attributes:
         num_clusters: number of clusters ``C``.
         kmeans_iters: Lloyd iterations after the initialisation.
@@ -125,6 +128,10 @@ class Routing(LearnedSpace):
         "paper": {"num_clusters": _CLUSTERS, "window": MT_WINDOWS},
         "paper_mlm": {"num_clusters": _CLUSTERS, "window": MLM_WINDOWS},
         "quick": {"num_clusters": [2, 8]},
+    }
+    complexity: ClassVar[dict[str, str]] = {
+        "time": "O(N C (d I + log N))",
+        "memory": "O(N (d + C))",
     }
 
     def _centroids(self, qn: Tensor, kn: Tensor, lengths: Tensor) -> Tensor:
@@ -187,6 +194,8 @@ class RoutingTrained(Routing):
     re-normalised and padding tokens take part in the initialisation and the updates (their
     zero vectors are then the normalised padding).
 
+    Cost: as ``routing`` without the k-means on the predicted batch (the centroids are fitted).
+
     Attributes:
         decay: EMA decay of the centroid update.
         batch_size: training sequences per batch.
@@ -197,6 +206,10 @@ class RoutingTrained(Routing):
     batch_size: int = param(16, min=1)
     official_ema: bool = False
     tags: ClassVar[Tags] = Tags(requires_fit=True, stochastic=True)
+    complexity: ClassVar[dict[str, str]] = {
+        "time": "O(N C (d + log N))",
+        "memory": "O(N (d + C))",
+    }
 
     def fit(self, train: QKData, layer: int) -> Self:
         """Train the centroids of each head of ``layer`` on ``train``."""

@@ -24,6 +24,7 @@ from ._base import MLM_WINDOWS, MT_WINDOWS, Grid, Tags, predict_time
 from ._learned import LearnedProjection, sq_dists
 from ._masks import real_tokens
 from ._registry import register
+from .dsa import score_slabs
 from .graph import Graph
 from .parts import DenseMask, Groups
 
@@ -51,7 +52,8 @@ class SparsefinderDistance(LearnedProjection):
     paper's default), ``"euclidean"`` or ``"cos"`` (``1 - cosine``). The threshold is one scalar
     for all heads (the reference also accepts a per-head list). Grids: ``paper``/``paper_mlm``
     sweep the squared-L2 thresholds and ``paper_cos``/``paper_mlm_cos`` the cosine ones (a grid is
-    a product, so the two distances are separate settings).
+    a product, so the two distances are separate settings). The distances are drawn a slab of
+    query rows at a time into the output, a bool mask of every pair (``complexity``).
 
     Projection training (all variants): Adam, gradient clipping, one hinge per query on the summed
     squared distances to its gold keys minus those to as many uniformly drawn non-gold valid keys.
@@ -76,19 +78,26 @@ class SparsefinderDistance(LearnedProjection):
         "paper_mlm_cos": {"dist": ["cos"], "t": _COS_T, "window": MLM_WINDOWS},
         "quick": {"dist": ["l2"], "t": [1.0, 3.0, 6.0]},
     }
+    complexity: ClassVar[dict[str, str]] = {"time": "O(N d r + N² r)", "memory": "O(N²)"}
 
     def _predict(self, q: Tensor, k: Tensor, *, lengths, causal) -> Graph:
         qp, kp = self._project(q, "q"), self._project(k, "k")
         if self.dist == "cos":
-            qn = torch.nn.functional.normalize(qp, dim=-1)
-            kn = torch.nn.functional.normalize(kp, dim=-1)
-            d = 1 - qn @ kn.transpose(-1, -2)
-        else:
-            d = sq_dists(qp, kp)
-            if self.dist == "euclidean":
-                d = d.sqrt()
+            qp = torch.nn.functional.normalize(qp, dim=-1)
+            kp = torch.nn.functional.normalize(kp, dim=-1)
         B, H, N, _ = q.shape
-        return Graph((B, H, N, k.shape[2]), [DenseMask(d < self.t)])
+        shape = (B, H, N, k.shape[2])
+        mask = torch.empty(shape, dtype=torch.bool, device=qp.device)
+        for s, e in score_slabs(shape):
+            torch.lt(self._distances(qp[:, :, s:e], kp), self.t, out=mask[:, :, s:e])
+        return Graph(shape, [DenseMask(mask)])
+
+    def _distances(self, qp: Tensor, kp: Tensor) -> Tensor:
+        """Distances ``(B, H, rows, M)`` of projected queries to projected keys."""
+        if self.dist == "cos":
+            return 1 - qp @ kp.transpose(-1, -2)  # both normalised
+        d = sq_dists(qp, kp)
+        return d.sqrt() if self.dist == "euclidean" else d
 
 
 def fixed_buckets(x: Tensor, lengths: Tensor | None, size: int | Tensor) -> Tensor:
@@ -180,7 +189,8 @@ class SparsefinderQuantize(LearnedProjection):
     last); with ``num_buckets`` it also sets ``S = ceil(N_padded/β)``. In a causal layer the
     fixed ranks use the whole sequence, future tokens included, as in the paper. Projection
     training and its switches (``official_init``, ``official_double_update``,
-    ``official_future_negatives``) are described in :class:`SparsefinderDistance`.
+    ``official_future_negatives``) are described in :class:`SparsefinderDistance`. Predicting
+    scores no pairs: the graph is the bucket ids, ``N r`` per sequence and head (``complexity``).
 
     Attributes:
         mode: ``"fixed"`` or ``"dynamic"``.
@@ -217,6 +227,7 @@ class SparsefinderQuantize(LearnedProjection):
         },
         "quick": {"mode": ["fixed", "dynamic"], "num_buckets": [4, 16]},
     }
+    complexity: ClassVar[dict[str, str]] = {"time": "O(N r (d + log N))", "memory": "O(N r)"}
 
     def _check_values(self) -> None:
         default = next(f.default for f in fields(self) if f.name == "bucket_size")

@@ -150,6 +150,8 @@ class SparsefinderKMeans(LearnedProjection):
     rule, a combination the reference never runs. Projection training and its
     switches are described in :class:`SparsefinderDistance`.
 
+    Cost: the r-dim projection, then distances to the C centroids of each of the m runs.
+
     Attributes:
         num_clusters: ``B``, centroids per head and run.
         runs: ``m``, independent clusterings.
@@ -172,6 +174,10 @@ class SparsefinderKMeans(LearnedProjection):
         "paper": {"num_clusters": _CLUSTERS, "top_clusters": [1, 2], "window": MT_WINDOWS},
         "paper_mlm": {"num_clusters": _CLUSTERS, "top_clusters": [1, 2], "window": MLM_WINDOWS},
         "quick": {"num_clusters": [4, 16], "top_clusters": [1, 2]},
+    }
+    complexity: ClassVar[dict[str, str]] = {
+        "time": "O(N r (d + m C))",
+        "memory": "O(N (r + m C))",
     }
 
     def _check_values(self) -> None:
@@ -266,6 +272,10 @@ class SparsefinderBlocks(LearnedProjection):
     :class:`SparsefinderDistance`; in a causal layer negatives are key blocks at or before the
     query block.
 
+    Cost: the projection, distances of the N/b block vectors (``b·r`` wide) to C centroids, and
+    a comparison of the k = ``top_clusters`` ids of every query block with those of every key
+    block, O((N k/b)²), which is also the size of the output block layout.
+
     Attributes:
         block_size: ``b``, tokens per block.
         num_clusters: centroids per head.
@@ -294,6 +304,10 @@ class SparsefinderBlocks(LearnedProjection):
             "window": MLM_WINDOWS,
         },
         "quick": {"block_size": [4], "num_clusters": [4], "top_clusters": [1, 2]},
+    }
+    complexity: ClassVar[dict[str, str]] = {
+        "time": "O(N r (d + C) + (N k/b)²)",
+        "memory": "O(N r + (N k/b)²)",
     }
 
     def _check_values(self) -> None:

@@ -50,6 +50,7 @@ class Window(Method):
     further ahead than behind (``w=4`` keeps ``j - i`` in ``{-1, 0, 1, 2}``). The band is not
     shifted at the sequence ends, so edge rows keep fewer keys; in a decoder the causal mask then
     leaves the past part of the band. ``w=0`` predicts no edges. No deviation from the paper.
+    The prediction is a :class:`Band` (and global tokens): a description, O(1) to predict.
 
     The width is ``w``, not the ``window`` option of :class:`Composable` methods (the same band
     added to another prediction): here the band is the prediction, and the name ``w`` keeps the
@@ -68,6 +69,7 @@ class Window(Method):
         "paper_mlm": {"w": _MLM_WINDOWS},
         "quick": {"w": [1, 3, 11, 27]},
     }
+    complexity: ClassVar[dict[str, str]] = {"time": "O(1)", "memory": "O(1)"}
 
     def _predict(self, q: Tensor, k: Tensor, *, lengths, causal) -> Graph:
         B, H, N, _ = q.shape
