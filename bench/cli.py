@@ -19,13 +19,13 @@ from .cli_parsers import Subcommands, add_catalog, add_report, add_runs, add_spe
 from .commands import (
     CLIError,
     cmd_compare,
-    cmd_datasets,
     cmd_evaluate,
     cmd_leaderboard,
     cmd_methods,
     cmd_publish,
     cmd_show,
 )
+from .dataset_commands import cmd_datasets
 from .run_commands import cmd_accuracy, cmd_run, cmd_sweep
 from .speed_command import cmd_speed
 

@@ -22,7 +22,6 @@ from .cli_options import check_device
 __all__ = [
     "CLIError",
     "cmd_compare",
-    "cmd_datasets",
     "cmd_evaluate",
     "cmd_leaderboard",
     "cmd_methods",
@@ -116,14 +115,17 @@ def _method_row(name: str) -> dict[str, Any]:
         "params": {f.name: f.default for f in dataclasses.fields(cls)},
         "tags": {k: v for k, v in dataclasses.asdict(cls.tags).items() if v},
         "grid": cls.grid,
+        "complexity": {c: cls.complexity.get(c, "?") for c in ("time", "memory")},
         "doc": (cls.__doc__ or "").strip().splitlines()[0],
     }
 
 
 def _details(r: dict[str, Any]) -> str:
-    """One method's name, summary, parameters, tags and grids, folded to 100 columns."""
+    """One method's name, summary, parameters, tags, predict cost and grids, in 100 columns."""
     lines = [("params:", ", ".join(f"{k}={v!r}" for k, v in r["params"].items()))]
     lines.append(("tags:", ", ".join(f"{k}={v}" for k, v in r["tags"].items())))
+    cost = r["complexity"]
+    lines.append(("predict cost:", f"time {cost['time']}, memory {cost['memory']}"))
     for setting, grid in r["grid"].items():
         values = "; ".join(f"{k}={list(v)}" for k, v in dict(grid).items())
         lines.append((f"grid {setting}:", values or "(the default configuration)"))
@@ -142,26 +144,41 @@ def _details(r: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+#: The letters of the predict-cost columns (``Method.complexity``), under the methods table.
+_COST_LEGEND = (
+    "Predict cost per sequence and head, in N length, d head dim, r projection dim, b block,\n"
+    "C clusters or buckets, k keys or clusters kept per row, s slab rows, R hash rounds,\n"
+    "I k-means iterations, m k-means runs (? = not declared)."
+)
+
+
+def _kind(tags: dict[str, Any]) -> str:
+    """``learned``, ``reference`` and ``no causal`` as they apply (one short cell)."""
+    kinds = ["learned"] if tags.get("requires_fit") else []
+    kinds += ["reference"] if tags.get("reference") else []
+    kinds += [] if tags.get("supports_causal") else ["no causal"]
+    return ", ".join(kinds)
+
+
 def cmd_methods(args) -> int:
-    """A table of the registered methods, or the parameters, tags and grids of those named."""
+    """A table of the registered methods and their predict cost, or the details of those named."""
     rows = [_method_row(name) for name in match_methods(args.pattern)]
     if args.json:
         print(json.dumps(rows, indent=2, default=str))
         return 0
     if args.pattern == "*":
-        flag = {True: "yes", False: ""}
         table = [
             {
                 "method": r["name"],
-                "learned": flag[bool(r["tags"].get("requires_fit"))],
-                "causal": flag[bool(r["tags"].get("supports_causal"))],
-                "reference": flag[bool(r["tags"].get("reference"))],
-                "about": r["doc"],
+                "kind": _kind(r["tags"]),
+                "predict time": r["complexity"]["time"],
+                "predict memory": r["complexity"]["memory"],
             }
             for r in rows
         ]
-        print(text_table(table, list(table[0]), max_colwidth=46))
-        print("`sparsebench methods NAME` shows a method's parameters, tags and sweep grids.")
+        print(text_table(table, list(table[0])))
+        print(_COST_LEGEND)
+        print("`sparsebench methods NAME` says what a method does: parameters, tags, sweep grids.")
         return 0
     print("\n\n".join(_details(r) for r in rows))
     return 0
@@ -230,90 +247,6 @@ def cmd_evaluate(args) -> int:
     else:
         print(
             text_table([{"figure": k, "value": v} for k, v in summary.items()], ["figure", "value"])
-        )
-    return 0
-
-
-def _list_datasets() -> None:
-    from sparsebench import datasets
-
-    print(f"cache: {datasets.cache_root() / 'datasets'}")
-    rows = []
-    for name, spec in datasets.DATASETS.items():
-        path = datasets.dataset_dir(name)
-        row = {"dataset": name, "built": "no", "shape": "", "seqs": ""}
-        if (path / "card.json").exists():
-            card = datasets.QKData.load(path, verify=False).meta
-            row["built"] = "yes"
-            row["shape"] = (
-                f"{card['layers']}L x {card['heads']}H, d={card['head_dim']}, "
-                f"{'causal' if card['causal'] else 'bidir'}"
-            )
-            row["seqs"] = ", ".join(f"{k} {v['num_seqs']}" for k, v in card["splits"].items())
-        rows.append({**row, "about": spec.description})
-    print(text_table(rows, list(rows[0]), max_colwidth=30))
-    print("SPARSEBENCH_HOME moves the cache; `sparsebench datasets info NAME` prints a card.")
-
-
-def _extract(args) -> None:
-    """``datasets extract``: a Hugging Face model's queries and keys on a text file."""
-    missing = [
-        flag for flag, value in (("--model", args.model), ("--texts", args.texts)) if not value
-    ]
-    missing += ["--out DIR"] if not args.out else []
-    if missing:
-        raise CLIError(f"`sparsebench datasets extract` needs {' and '.join(missing)}")
-    texts = Path(args.texts)
-    if not texts.is_file():
-        raise CLIError(f"--texts {args.texts}: no such file; give a text file, one text per line")
-    from sparsebench.datasets.hf import extract_dataset
-
-    path = extract_dataset(args.model, texts, alpha=args.alpha, out=args.out, log=echo)
-    print(f"wrote {path}")
-
-
-def cmd_datasets(args) -> int:
-    """List, build, describe, import, extract or train datasets, or write a synthetic one."""
-    from sparsebench import datasets
-
-    action = args.action
-    if action not in ("list", "extract") and not args.target:
-        raise CLIError(f"`sparsebench datasets {action}` needs a NAME (or a DIR for synthetic)")
-    if action == "list":
-        _list_datasets()
-    elif action == "extract":
-        _extract(args)
-    elif action == "build":
-        path = datasets.build(args.target, args.out, log=echo)
-        print(f"wrote {path}")
-    elif action == "info":
-        print(json.dumps(datasets.load(args.target).meta, indent=2))
-    elif action == "import-sparsefinder":
-        from sparsebench.datasets.importers import import_sparsefinder
-
-        if not args.out:
-            raise CLIError("import-sparsefinder needs --out DIR for the converted dataset")
-        data = import_sparsefinder(args.target, rescale_queries=args.rescale_queries)
-        path = data.save(args.out)
-        print(f"wrote {path} ({len(data)} sequences, causal={data.causal})")
-    elif action == "train":
-        from sparsebench.datasets.shakespeare import train
-
-        train(args.target, steps=args.steps, log=echo)
-    else:
-        data = datasets.synthetic(
-            num_seqs=args.num_seqs,
-            layers=args.layers,
-            heads=args.heads,
-            n=args.n,
-            d=args.dim,
-            causal=args.causal,
-            seed=args.seed,
-        )
-        path = data.save(args.target)
-        print(
-            f"wrote synthetic dataset ({len(data)} sequences, {data.num_layers} layers, "
-            f"{data.num_heads} heads, n<={args.n}) to {path}"
         )
     return 0
 
