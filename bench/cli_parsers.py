@@ -53,13 +53,16 @@ def add_catalog(sub: Subcommands, cmds: dict[str, Callable]) -> None:
         description="Datasets are per-layer queries and keys of real sequences, with a card. "
         "list: the named datasets and whether they are built (the cache is "
         "$SPARSEBENCH_HOME/datasets). build NAME: extract a named dataset. info NAME|DIR: its "
-        "card. import-sparsefinder DUMP.pt --out DIR: convert a Sparsefinder dump. train NAME: "
-        "train a bundled model. synthetic DIR: a small seeded dataset. extract: queries and "
-        "keys of a Hugging Face model (encoder or decoder) on a text file, one text a line "
-        "(needs the hf extra; the model must be a local path or already downloaded).",
+        "card and where its gold edges are (per layer: sparsity, support size, share near the "
+        "diagonal and on the first token, entropy; --out DIR also writes realism.json, .md and "
+        ".png there). import-sparsefinder DUMP.pt --out DIR: convert a Sparsefinder dump. "
+        "train NAME: train a bundled model. synthetic DIR: a small seeded dataset. extract: "
+        "queries and keys of a Hugging Face model (encoder or decoder) on a text file, one "
+        "text a line (needs the hf extra; the model must be a local path or already downloaded).",
         examples=[
             "sparsebench datasets",
             "sparsebench datasets build shakespeare-lm",
+            "sparsebench datasets info shakespeare-lm --out results/shakespeare-lm",
             "sparsebench datasets synthetic data/syn --n 128 --causal",
             "sparsebench datasets extract --model gpt2 --texts lines.txt --alpha 1.5 --out data/g",
         ],
@@ -74,7 +77,13 @@ def add_catalog(sub: Subcommands, cmds: dict[str, Callable]) -> None:
         "--out",
         metavar="DIR",
         help="build, import-sparsefinder or extract into this directory (build: instead of "
-        "the cache)",
+        "the cache); info: write realism.json, realism.md and realism.png into it",
+    )
+    s.add_argument(
+        "--max-seqs",
+        type=count,
+        default=64,
+        help="info: gold statistics over at most this many held-out sequences",
     )
     s.add_argument("--steps", type=count, help="train: number of steps (default: the recipe's)")
     s.add_argument(
@@ -233,20 +242,19 @@ def add_runs(sub: Subcommands, cmds: dict[str, Callable]) -> None:
 
 
 def add_speed(sub: Subcommands, cmds: dict[str, Callable]) -> None:
-    """Parser of ``speed``.
-
-    One flat list of arguments, so it reads as a table and holds no logic.
-    """
+    """Parser of ``speed``: one flat list; defaults a preset changes are resolved later."""
     s = sub.add(
         "speed",
         cmds["speed"],
         summary="wall-clock and peak memory across lengths",
         description="Time predict + layout + sparse attention of each method against the dense "
         "kernels (execute suite), or the gold graph against dense entmax (gold suite), each "
-        "case in a fresh process; records go to a run folder's speed/records.jsonl.",
+        "case in a fresh process; records go to a run folder's speed/records.jsonl. The "
+        "presets run prepared cases (--resume continues a cut run).",
         examples=[
             "sparsebench speed --lengths 1024,4096 --methods 'sdpa;window:w=65,global_tokens=2'",
             "sparsebench speed --suite gold --lengths 4096 --methods gold,entmax15",
+            "sparsebench speed --preset methods --lengths 1024 --methods 'window;dsa'",
             "sparsebench speed --preset gpu",
         ],
     )
@@ -256,17 +264,24 @@ def add_speed(sub: Subcommands, cmds: dict[str, Callable]) -> None:
         default="execute",
         help="execute: predict + sparse attention per method; gold: the gold graph",
     )
-    s.add_argument("--lengths", type=length_list, default="512,1024,2048,4096", help="sequence N")
+    s.add_argument(
+        "--lengths",
+        type=length_list,
+        help="sequence lengths N (default: 512,1024,2048,4096; --preset methods: "
+        "1024,4096,8192,16384; --preset gpu: all of its lengths)",
+    )
     s.add_argument(
         "--methods",
         help=f"execute: {METHODS_HELP}; dense baselines are names too (sdpa, dense_entmax, "
         "entmax15_full, xformers) (default: sdpa, dense_entmax, a window and k-means); gold: "
         "implementations separated by ',' from gold, entmax15, entmax15_k64 "
-        "(default: gold,entmax15)",
+        "(default: gold,entmax15); --preset methods: globs over method names (default: all)",
     )
     s.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     s.add_argument(
-        "--normalizer", choices=["entmax", "softmax"], default="entmax", help="the attention"
+        "--normalizer",
+        choices=["entmax", "softmax"],
+        help="the attention (default: entmax; --preset methods: softmax)",
     )
     s.add_argument(
         "--path",
@@ -280,11 +295,12 @@ def add_speed(sub: Subcommands, cmds: dict[str, Callable]) -> None:
     s.add_argument("--causal", action="store_true", help="causal attention (graphs and baselines)")
     s.add_argument(
         "--preset",
-        choices=["gpu"],
+        choices=["gpu", "methods"],
         help="gpu: the prepared GPU benchmark (fixed cases, CUDA only, under 8 minutes; "
-        "python -m sparsebench.bench.gpu_bench --help)",
+        "python -m sparsebench.bench.gpu_bench --help); methods: every registered method at "
+        "its leaderboard and default configurations (causal; hours on a 2-core CPU)",
     )
-    s.add_argument("--block-size", type=count, default=128, help="kernel block size")
+    s.add_argument("--block-size", type=count, help="block size (default: 128; methods: 64)")
     s.add_argument("--heads", type=count, default=8, help="attention heads")
     s.add_argument("--dim", type=count, default=64, help="head dimension")
     s.add_argument("--repeats", type=count, default=3, help="timed repeats per case")
@@ -294,6 +310,21 @@ def add_speed(sub: Subcommands, cmds: dict[str, Callable]) -> None:
         default=4096,
         help="skip the package's full-matrix entmax above this n",
     )
+    s.add_argument(
+        "--fit-data",
+        metavar="NAME",
+        help="fit methods that learn on this dataset's train split, layer 0, once per run "
+        "(default: synthetic sequences; --preset methods: shakespeare-lm)",
+    )
+    s.add_argument(
+        "--leaderboard",
+        metavar="CSV",
+        help="--preset methods: measure its recall-0.95 configurations "
+        "(default: results/shakespeare-lm/leaderboard.csv)",
+    )
+    s.add_argument("--budget", type=float, help="presets: no case starts after these seconds")
+    s.add_argument("--case-timeout", type=float, help="presets: seconds per case (per process)")
+    s.add_argument("--only", help="--preset gpu: ';'-separated words of the lines to run")
     run_folder_options(s)
     s.add_argument(
         "--out", metavar="FILE", help="append the records to this file instead of a run folder's"

@@ -16,7 +16,10 @@ Two suites share the runner (:func:`measure_case`):
   Inputs: at n <= 512 with 4 heads of 64 the queries, keys and values of the bundled
   ``shakespeare-mlm`` model on held-out text; otherwise the seeded generator of
   :func:`sparsebench.datasets.synthetic` (local and content structure, a first-token sink);
-  then cast to the case's ``dtype``.
+  then cast to the case's ``dtype``. A method with a fit step is fitted before anything is
+  timed, on the case's ``fit_data`` (a dataset's train split, layer 0) or else on seeded
+  synthetic sequences, and the record says which in ``fit_on``
+  (:func:`~sparsebench.bench.speed_cases.fitted_method`).
 * ``gold`` cases (:func:`gold_case`) time the gold graph against dense ``entmax15`` on seeded
   random q/k, and take the extra resident memory of every call (the same peak-RSS probe, reset
   after the inputs are built).
@@ -40,7 +43,14 @@ from typing import Any
 import torch
 
 from .speed_baselines import dense_call, dense_entmax15
-from .speed_cases import DENSE, GOLD_IMPLS, baseline_normalizer, gold_case, validate_case
+from .speed_cases import (
+    DENSE,
+    GOLD_IMPLS,
+    baseline_normalizer,
+    fitted_method,
+    gold_case,
+    validate_case,
+)
 
 __all__ = [
     "DENSE",
@@ -48,6 +58,7 @@ __all__ = [
     "dense_entmax15",
     "gold_case",
     "measure_case",
+    "peak_extra_mb",
     "run_case",
     "stopwatch",
     "validate_case",
@@ -122,7 +133,7 @@ def _peak_end(device: str, base: float) -> float:
     return extra if extra != extra else max(0.0, extra)  # NaN stays NaN
 
 
-def _peak(fn: Callable[[], Any], device: str) -> float:
+def peak_extra_mb(fn: Callable[[], Any], device: str) -> float:
     """Peak extra memory (MB) of one call of ``fn``."""
     base = _peak_begin(device)
     fn()
@@ -168,7 +179,7 @@ def _run_dense(case: dict[str, Any], rec: dict[str, Any], q, k, v) -> dict[str, 
     with torch.no_grad():
         if case.get("measure") == "memory":
             fn()  # warm: lazy initialisation is not the call's memory
-            rec["peak_mb"] = _peak(fn, device)
+            rec["peak_mb"] = peak_extra_mb(fn, device)
             return rec
         reps, warm = case.get("repeats", 5), case.get("warmup", 1)
         t0 = time.perf_counter()
@@ -177,13 +188,9 @@ def _run_dense(case: dict[str, Any], rec: dict[str, Any], q, k, v) -> dict[str, 
         rec["first_call_s"] = time.perf_counter() - t0  # Triton/JIT compilation included
         rec["kernel"] = stopwatch(fn, device=device, warmup=warm, repeats=reps)
         if device.startswith("cuda"):
-            rec["peak_mb"] = _peak(fn, device)
+            rec["peak_mb"] = peak_extra_mb(fn, device)
     rec["end_to_end"] = rec["kernel"]
     return rec
-
-
-#: Fitted methods of this process with their fit time, by method, parameters and shapes.
-_FITTED: dict[str, tuple[Any, float]] = {}
 
 
 def _run_method(case: dict[str, Any], rec: dict[str, Any], q, k, v) -> dict[str, Any]:
@@ -196,21 +203,13 @@ def _run_method(case: dict[str, Any], rec: dict[str, Any], q, k, v) -> dict[str,
     from sparsebench.bench.kernels import execute, prepare
 
     device = case.get("device", "cpu")
-    n, heads, dim = case["n"], case.get("heads", 8), case.get("dim", 64)
+    n, heads = case["n"], case.get("heads", 8)
     normalizer, alpha = case.get("normalizer", "entmax"), case.get("alpha", 1.5)
     repeats, warmup = case.get("repeats", 5), case.get("warmup", 1)
     causal = bool(case.get("causal", False))
     m = methods.create(case["method"], **case.get("params", {}))
-    if m.learns:
-        size = min(n, 512)
-        key = json.dumps([case["method"], case.get("params", {}), heads, dim, size], sort_keys=True)
-        if key not in _FITTED:  # a worker of many cases fits each method once
-            from sparsebench.datasets import synthetic
-
-            train = synthetic(num_seqs=8, layers=1, heads=heads, n=size, d=dim, seed=1)
-            t0 = time.perf_counter()
-            _FITTED[key] = (m.fit(train.split("train"), 0), time.perf_counter() - t0)
-        m, rec["fit_s"] = _FITTED[key]
+    if m.learns:  # fitted once per process, or per fit_cache folder
+        m, rec["fit_s"], rec["fit_on"] = fitted_method(case)
     path = case.get("path", "auto")
     bs = case.get("block_size", 128)
 
@@ -229,7 +228,7 @@ def _run_method(case: dict[str, Any], rec: dict[str, Any], q, k, v) -> dict[str,
         rec["path"] = plan.path  # the path that runs
         if case.get("measure") == "memory":
             end_to_end()  # warm (compiles FlexAttention)
-            rec["peak_mb"] = _peak(end_to_end, device)
+            rec["peak_mb"] = peak_extra_mb(end_to_end, device)
             return rec
         rec["predict"] = stopwatch(predict, device=device, warmup=0, repeats=repeats)
         rec["sparsity"] = 1 - float(graph.num_edges().sum()) / (heads * n * n)
@@ -256,7 +255,7 @@ def _run_method(case: dict[str, Any], rec: dict[str, Any], q, k, v) -> dict[str,
             rec["threshold_passes"] = stats["threshold_passes"]
         rec["end_to_end"] = stopwatch(end_to_end, device=device, warmup=0, repeats=repeats)
         if device.startswith("cuda"):
-            rec["peak_mb"] = _peak(end_to_end, device)
+            rec["peak_mb"] = peak_extra_mb(end_to_end, device)
     return rec
 
 

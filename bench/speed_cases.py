@@ -1,4 +1,4 @@
-"""What a speed case is: its fields, the dense baselines, the gold suite's cases, and the check.
+"""What a speed case is: its fields, the dense baselines, the checks, what its method fits on.
 
 A case is a JSON-able dict run by :func:`sparsebench.bench.speed.measure_case`. Bad arguments
 are rejected by :func:`validate_case` before anything is measured or recorded (the harness
@@ -7,7 +7,10 @@ and the ``speed`` command both call it), so a typo never becomes an error record
 ``execute`` suite (the default): ``method`` (a registered method or a key of :data:`DENSE`),
 ``params`` (the method's parameters), ``n``, ``heads``, ``dim``, ``device``, ``dtype``
 (``float32``, ``bfloat16`` or ``float16`` inputs), ``causal``, ``normalizer``, ``alpha``,
-``path``, ``block_size``, ``repeats``, ``warmup``, ``seed``, ``measure``.
+``path``, ``block_size``, ``repeats``, ``warmup``, ``seed``, ``measure``, ``fit_data`` (a
+dataset name or folder whose train split, layer 0, fits a method with a fit step:
+:func:`fit_split`; else seeded synthetic sequences of ``min(n, 512)`` tokens) and
+``fit_cache`` (a folder keeping fitted methods for later processes: :func:`fitted_method`).
 ``gold`` suite (``"suite": "gold"``, see :func:`gold_case`): ``impl`` (one of
 :data:`GOLD_IMPLS`), ``n``, ``heads``, ``dim``, ``repeats``, ``seed``.
 """
@@ -15,8 +18,14 @@ and the ``speed`` command both call it), so a typo never becomes an error record
 from __future__ import annotations
 
 import difflib
+import functools
+import hashlib
 import importlib.util
+import json
+import os
+import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -33,6 +42,8 @@ __all__ = [
     "GOLD_FIELDS",
     "GOLD_IMPLS",
     "baseline_normalizer",
+    "fit_split",
+    "fitted_method",
     "gold_case",
     "validate_case",
 ]
@@ -104,6 +115,8 @@ CASE_FIELDS = (
     "warmup",
     "seed",
     "measure",
+    "fit_data",
+    "fit_cache",
 )
 #: The fields a ``gold`` case may have.
 GOLD_FIELDS = ("suite", "impl", "n", "heads", "dim", "repeats", "seed")
@@ -278,6 +291,11 @@ def validate_case(case: object) -> dict[str, Any]:
         raise ValueError(f"speed case: unknown path {path!r}; use {', '.join(_PATHS)}")
     if case.get("measure", "time") not in ("time", "memory"):
         raise ValueError(f"speed case: measure must be 'memory' or absent, got {case['measure']!r}")
+    for name in ("fit_data", "fit_cache"):
+        if name in case and (not isinstance(case[name], str) or not case[name]):
+            raise ValueError(
+                f"speed case: {name} must be a dataset name or folder, got {case[name]!r}"
+            )
     _method(case)
     if case["method"] not in DENSE:
         if path == "flex" and normalizer != "softmax":
@@ -291,3 +309,90 @@ def validate_case(case: object) -> dict[str, Any]:
                 "or path 'flex' for softmax"
             )
     return dict(case)
+
+
+# -- what a method is fitted on -------------------------------------------------------------
+@functools.lru_cache(maxsize=2)
+def fit_split(name: str, heads: int, dim: int) -> tuple[Any, str]:
+    """Layer 0 of dataset ``name``'s train split, with ``heads`` heads, and what it is.
+
+    A dataset with fewer heads than ``heads`` has its heads repeated in turn (head ``h`` is the
+    dataset's head ``h mod H``), so that a per-head fit covers every head of the case.
+
+    Returns:
+        The split (a one-layer ``QKData``) and the text of the records' ``fit_on`` field.
+
+    Raises:
+        ValueError: when the dataset's head dimension is not ``dim``.
+    """
+    from sparsebench.datasets import QKData, load
+
+    data = load(name, log=lambda _: None).split("train")
+    if data.head_dim != dim:
+        raise ValueError(
+            f"speed case: fit_data {name!r} has head dimension {data.head_dim}, the case has "
+            f"dim {dim}; use dim {data.head_dim} or another fit_data"
+        )
+    pick = torch.arange(heads) % data.num_heads
+    q, k = (t[:, :1, pick].contiguous() for t in (data.q, data.k))  # (S, 1, heads, n, d)
+    train = QKData(
+        q=q, k=k, lengths=data.lengths, causal=data.causal, alpha=data.alpha, meta=data.meta
+    )
+    lo, hi = int(data.lengths.min()), int(data.lengths.max())
+    about = (
+        f"{data.meta.get('name', name)} train split, layer 0: {len(data)} sequences of {lo}-{hi} "
+        f"tokens, {data.num_heads} heads"
+        + (f" repeated to {heads}" if heads != data.num_heads else "")
+        + "; one fit applied at every n"
+    )
+    return train, about
+
+
+#: Fitted methods of this process: (method, fit seconds, what it was fitted on), by case key.
+_FITTED: dict[str, tuple[Any, float, str]] = {}
+
+
+def _train(case: Mapping[str, Any]) -> tuple[Any, str]:
+    """The training split of a case's method and what it is (``fit_data`` or synthetic)."""
+    heads, dim = case.get("heads", 8), case.get("dim", 64)
+    if case.get("fit_data"):
+        return fit_split(case["fit_data"], heads, dim)
+    from sparsebench.datasets import synthetic
+
+    size = min(case["n"], 512)
+    data = synthetic(num_seqs=8, layers=1, heads=heads, n=size, d=dim, seed=1)
+    return data.split("train"), f"synthetic: seeded sequences of {size} tokens"
+
+
+def fitted_method(case: Mapping[str, Any]) -> tuple[Any, float, str]:
+    """The case's method, fitted once per process and, with ``fit_cache``, once per folder.
+
+    The fitted method is kept in ``fit_cache`` under a hash of what the fit depends on
+    (method, parameters, heads, dim, and ``fit_data`` or the synthetic length), written
+    atomically, and loaded by every later process that asks for the same fit.
+
+    Returns:
+        The fitted method, its fit's seconds, and what it was fitted on.
+    """
+    from sparsebench import methods
+
+    data = case.get("fit_data") or min(case["n"], 512)
+    parts = [case["method"], case.get("params", {}), case.get("heads", 8), case.get("dim", 64)]
+    key = json.dumps([*parts, data], sort_keys=True)
+    if key in _FITTED:
+        return _FITTED[key]
+    cache = case.get("fit_cache")
+    file = Path(cache) / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt" if cache else None
+    if file is not None and file.exists():
+        _FITTED[key] = tuple(torch.load(file, weights_only=False))
+        return _FITTED[key]
+    train, about = _train(case)
+    m = methods.create(case["method"], **case.get("params", {})).for_data(train)
+    t0 = time.perf_counter()
+    _FITTED[key] = (m.fit(train, 0), time.perf_counter() - t0, about)
+    if file is not None:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = file.with_name(f".{file.name}.{os.getpid()}")
+        torch.save(_FITTED[key], tmp)
+        os.replace(tmp, file)
+    return _FITTED[key]

@@ -5,12 +5,16 @@ baselines) and ``gold`` (the gold graph against dense entmax). Every case is bui
 before anything is measured or a run folder is made; each then runs in a fresh process
 (:mod:`sparsebench.bench.speed`), and each record is appended as soon as it is measured, to
 ``speed/records.jsonl`` of the run folder (or ``--out``), with one writer at a time. A run in
-which every case failed exits with status 1. ``--preset gpu`` runs the prepared GPU benchmark
-instead (:mod:`sparsebench.bench.gpu_bench`).
+which every case failed exits with status 1. ``--fit-data NAME`` fits methods that learn on that
+dataset's train split (layer 0) instead of synthetic sequences, once per run folder. Two
+presets run prepared cases instead: ``--preset gpu`` the GPU benchmark
+(:mod:`sparsebench.bench.gpu_bench`), ``--preset methods`` every registered method at its
+leaderboard and default configurations (:mod:`sparsebench.bench.methods_bench`).
 """
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import sys
 from typing import Any
@@ -18,10 +22,14 @@ from typing import Any
 from .commands import CLIError, echo, text_table
 from .run_commands import records_out
 
-__all__ = ["DEFAULT_SPECS", "cmd_speed", "speed_specs"]
+__all__ = ["DEFAULT_LENGTHS", "DEFAULT_SPECS", "cmd_speed", "speed_specs"]
 
 #: The ``execute`` suite's cases when ``--methods`` is not given.
 DEFAULT_SPECS = "sdpa;dense_entmax;window:w=65,global_tokens=2;sparsefinder_kmeans:num_clusters=16"
+#: The suites' lengths when ``--lengths`` is not given (the presets have their own).
+DEFAULT_LENGTHS = (512, 1024, 2048, 4096)
+#: The suites' values of the options a preset sets its own way when they are not given.
+_SUITE_DEFAULTS = {"block_size": 128, "normalizer": "entmax"}
 
 
 def _check_device(device: str) -> None:
@@ -45,10 +53,19 @@ def cmd_speed(args) -> int:
     """Wall-clock and peak memory across lengths, each case in a fresh process."""
     from sparsebench.bench.runs import open_run_folder, provenance, records_writer
 
-    if getattr(args, "preset", None) == "gpu":
+    preset = getattr(args, "preset", None)
+    if preset == "gpu":
         from .gpu_bench import run_preset
 
+        lengths = getattr(args, "lengths", None)  # the GPU preset reads them as text
+        text = ",".join(map(str, lengths)) if lengths else None
+        return run_preset(argparse.Namespace(**{**vars(args), "lengths": text}))
+    if preset == "methods":
+        from .methods_bench import run_preset
+
+        _check_device(args.device or "cpu")
         return run_preset(args)
+    args = _suite_defaults(args)
     _check_device(args.device)
     build = _gold_cases if args.suite == "gold" else _execute_cases
     cases = build(args)
@@ -63,6 +80,10 @@ def cmd_speed(args) -> int:
         echo(f"run folder: {folder}")
         out = folder / "speed" / "records.jsonl"
     prov = provenance()
+    if getattr(args, "fit_data", None):  # one fit per run folder, not one per process
+        for _, case in cases:
+            if case is not None and "fit_data" in case:
+                case["fit_cache"] = str(out.parent / "fitted")
     with records_writer(out, keyed=False) as records:
         if args.suite == "gold":
             rows, cols = _gold_suite(cases, prov, records)
@@ -79,6 +100,15 @@ def cmd_speed(args) -> int:
         print("sparsebench: every case failed; see the error column", file=sys.stderr)
         return 1
     return 0
+
+
+def _suite_defaults(args) -> argparse.Namespace:
+    """``args`` with the suites' defaults where an option was not given."""
+    given = vars(args)
+    fill = {k: v for k, v in _SUITE_DEFAULTS.items() if given.get(k) is None}
+    if not given.get("lengths"):
+        fill["lengths"] = list(DEFAULT_LENGTHS)
+    return argparse.Namespace(**{**given, **fill})
 
 
 def speed_specs(methods: str | None) -> list[tuple[str, str, dict[str, Any]]]:
@@ -154,6 +184,8 @@ def _gold_suite(cases, prov: dict, records) -> tuple[list[dict], list[str]]:
 
 def _execute_cases(args) -> list[tuple[dict, dict | None]]:
     """``(row, case)`` per (n, method spec), every case checked before any is measured."""
+    from sparsebench.bench import DENSE
+
     specs = speed_specs(args.methods)
     cases: list[tuple[dict, dict | None]] = []
     for n in args.lengths:
@@ -174,6 +206,8 @@ def _execute_cases(args) -> list[tuple[dict, dict | None]]:
                 "block_size": args.block_size,
                 "repeats": args.repeats,
             }
+            if getattr(args, "fit_data", None) and name not in DENSE:
+                case["fit_data"] = args.fit_data
             _validate(case)
             cases.append(({"spec": spec, "n": n}, case))
     return cases

@@ -207,8 +207,9 @@ def test_speed_plot_one_column_per_normaliser_every_line_visible(tmp_path, figur
     assert _png(out)
     fig = figures[-1]
     titles = [a.get_title() for a in fig.axes]
-    assert "softmax attention" in titles and "entmax attention" in titles
-    soft = fig.axes[titles.index("softmax attention")]
+    assert "structured" in titles and "Sparsefinder" in titles
+    assert "softmax" in fig.axes[0].get_ylabel()
+    soft = fig.axes[titles.index("structured")]  # top row: cpu, softmax
     assert soft.get_xscale() == "log" and soft.get_yscale() == "log"
     block, flex = (
         line

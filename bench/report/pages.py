@@ -7,7 +7,7 @@ import math
 import platform
 
 from .formatting import INTERVAL_NOTE
-from .tables import COLUMNS, TABLE_NOTE, table_cells
+from .tables import COLUMNS, TABLE_NOTE, cost_cell, predict_cost, table_cells
 
 __all__ = ["index_html", "results_readme"]
 
@@ -47,7 +47,7 @@ def index_html(sections: list, meta: str, speed_imgs: list[str] | None = None) -
 
 def _table(t) -> str:
     """One sortable table: figures with their intervals, the best in bold, sorted by value."""
-    heads = ["Method"] + [c.title for c in COLUMNS] + ["Config @ 0.95"]
+    heads = ["Method"] + [c.title for c in COLUMNS] + ["Predict cost", "Config @ 0.95"]
     parts = ["<table><thead><tr>"]
     for i, h in enumerate(heads):
         parts.append(f"<th onclick='srt(this.closest(\"table\"),{i})'>{html.escape(h)}</th>")
@@ -65,6 +65,7 @@ def _table(t) -> str:
                 sort = ""
             body = f"<b>{html.escape(text)}</b>" if best else html.escape(text)
             parts.append(f"<td data-v='{sort}'>{body}</td>")
+        parts.append(f"<td>{html.escape(cost_cell(predict_cost(str(r['method']))))}</td>")
         parts.append(f"<td>{html.escape(str(r.get('config@0.95') or '—'))}</td>")
         parts.append("</tr>")
     parts.append("</tbody></table>")

@@ -7,13 +7,14 @@ Methods of one family share a hue in distinct shades, from seaborn's colour-blin
 * structured patterns (window, BigBird, Longformer, OpenAI fixed): orange;
 * hashing and clustering (Reformer, routing): green;
 * DSA: reddish purple;
-* reference rows (gold, full, top-k oracle, random) and the dense kernels of the speed plots:
-  grey and black, drawn dashed.
+* reference rows (gold, full, top-k oracle, random) and the dense kernels of the speed plots
+  (every baseline of :data:`~sparsebench.bench.speed_cases.DENSE`): grey and black, dashed.
 
 Within a family the shades differ in lightness and every registered method has its own marker,
 so two methods never look alike, in colour or in grey scale. A method this module does not
 know (a plugin) gets a colour and marker chosen from a hash of its name: the same on every call
-and in every process.
+and in every process. This module is the one source of colours by method name: every figure
+(leaderboard plots, the speed plot, ``show``) draws a method through :func:`method_style`.
 """
 
 from __future__ import annotations
@@ -73,7 +74,18 @@ FAMILIES: dict[str, tuple[str, tuple[tuple[str, str], ...]]] = {
     ),
     "dense kernel": (
         "#000000",
-        (("sdpa", "o"), ("xformers", "s"), ("dense_entmax", "o"), ("entmax15_full", "s")),
+        (
+            ("sdpa", "o"),
+            ("sdpa_flash", "^"),
+            ("sdpa_efficient", "v"),
+            ("xformers", "s"),
+            ("dense_entmax", "o"),
+            ("entmax15_full", "s"),
+            ("entmax_bisect_full", "D"),
+            ("adasplash", "^"),
+            ("adasplash_block_mask", "v"),
+            ("adasplash_no_block_mask", "<"),
+        ),
     ),
 }
 
@@ -84,9 +96,15 @@ _GREYS = {
     "topk_oracle": "#7a7a7a",
     "random": "#a8a8a8",
     "sdpa": "#000000",
-    "xformers": "#6b6b6b",
+    "sdpa_flash": "#3d3d3d",
+    "sdpa_efficient": "#5f5f5f",
+    "xformers": "#808080",
     "dense_entmax": "#000000",
     "entmax15_full": "#6b6b6b",
+    "entmax_bisect_full": "#8c8c8c",
+    "adasplash": "#3d3d3d",
+    "adasplash_block_mask": "#525252",
+    "adasplash_no_block_mask": "#767676",
 }
 _GREY_FAMILIES = ("reference", "dense kernel")
 #: Hues of methods not listed (plugins): apart from every family's hue.

@@ -19,11 +19,14 @@ from .summary import THRESHOLDS
 
 __all__ = [
     "COLUMNS",
+    "COST_COLUMNS",
     "Column",
+    "cost_cell",
     "display_name",
     "is_reference",
     "leaderboard_markdown",
     "leaderboard_table",
+    "predict_cost",
 ]
 
 
@@ -92,6 +95,24 @@ def display_name(method: str) -> str:
         return getattr(get(method), "label", "") or method
     except KeyError:
         return method
+
+
+def predict_cost(method: str) -> dict[str, str]:
+    """The declared cost of a method's predict step: ``{"time": …, "memory": …}``.
+
+    From the class's ``complexity`` (``"?"`` where it declares none); ``""`` for both when the
+    method is not registered here (records of another installation).
+    """
+    try:
+        declared = get(method).complexity
+    except KeyError:
+        return {"time": "", "memory": ""}
+    return {c: declared.get(c, "?") for c in ("time", "memory")}
+
+
+def cost_cell(cost: dict[str, str]) -> str:
+    """One short table cell of a :func:`predict_cost`: ``time / memory``, ``—`` when unknown."""
+    return f"{cost['time']} / {cost['memory']}" if cost["time"] else "—"
 
 
 def is_reference(method: str) -> bool:
@@ -171,7 +192,13 @@ def _method_row(s: pd.Series, avg: pd.DataFrame, by_id: dict, speed: dict) -> di
     row["timed_config"] = pick["method_id"]
     nothing = {"speed_x_dense": math.nan, "speed_peak_mb": math.nan, "speed_case": ""}
     row.update(speed.get(s["method"], nothing))
+    cost = predict_cost(s["method"])
+    row["predict_cost_time"], row["predict_cost_memory"] = cost["time"], cost["memory"]
     return row
+
+
+#: The predict step's declared cost (:func:`predict_cost`), text columns after the figures.
+COST_COLUMNS = ("predict_cost_time", "predict_cost_memory")
 
 
 def table_columns() -> list[str]:
@@ -180,7 +207,7 @@ def table_columns() -> list[str]:
     for c in COLUMNS:
         cols += [c.key, f"{c.key}_lo", f"{c.key}_hi"] if c.interval else [c.key]
     cols += [f"config@{t:.2f}" for t in THRESHOLDS]
-    return cols + ["configs", "timed_config", "speed_case"]
+    return cols + ["configs", "timed_config", "speed_case", *COST_COLUMNS]
 
 
 def _config(rows: pd.DataFrame, method_id: str) -> pd.Series | None:
@@ -258,29 +285,36 @@ TABLE_NOTE = (
     "accuracy (against full α-entmax attention, the gold row) are those of the recall-0.95 "
     "configuration; Tokens: how many scored tokens its accuracy rests on. "
     "Time × dense and peak MB come from `sparsebench speed` (see `../speed/speed.md`): the "
-    "method's fastest measured case at its largest measured N, predict + layout + kernel "
-    "time over the best dense kernel of the same normaliser, and that case's extra peak "
-    "memory; the case is in the CSV's `speed_case` column (the CSV holds each interval as "
-    "`_lo`/`_hi` columns). — : not reached or not measured. Reference rows are not ranked."
+    "method's leaderboard configuration as `speed --preset methods` measured it on the CPU "
+    "(causal, softmax), or its fastest measured CPU case where that was not measured, at its "
+    "largest measured N: predict + layout + kernel time over the best dense kernel of the same "
+    "normaliser, and that case's extra peak memory; the case is in the CSV's `speed_case` "
+    "column (the CSV holds each interval as "
+    "`_lo`/`_hi` columns). Predict cost: the method's declared time / memory of one predict "
+    "per sequence and head, in N (length), d (head dim), r (projection dim), b (block), C "
+    "(clusters), k (kept per row), s (slab rows); `sparsebench methods` lists the letters. — : "
+    "not reached or not measured. Reference rows are not ranked."
 )
 
 
 def leaderboard_markdown(t: pd.DataFrame, dataset: str, meta: str) -> str:
     """The markdown page of one dataset's table: ranked rows, best figures bold, then references."""
-    head = "| Method | " + " | ".join(c.title for c in COLUMNS) + " | Config @ 0.95 |"
-    sep = "|---" * (len(COLUMNS) + 2) + "|"
+    titles = [c.title for c in COLUMNS]
+    head = "| Method | " + " | ".join(titles) + " | Predict cost | Config @ 0.95 |"
+    sep = "|---" * (len(COLUMNS) + 3) + "|"
     lines = [f"# Leaderboard: {dataset}", "", meta, "", head, sep]
     cells = table_cells(t)
 
     def line(i: int) -> str:
         r = t.iloc[i]
         text = " | ".join(f"**{s}**" if best else s for s, best in cells[i])
-        return f"| {r['name']} | {text} | `{r.get('config@0.95') or '—'}` |"
+        cost = cost_cell(predict_cost(r["method"]))
+        return f"| {r['name']} | {text} | {cost} | `{r.get('config@0.95') or '—'}` |"
 
     refs = [i for i in range(len(t)) if t["reference"].iloc[i]]
     lines += [line(i) for i in range(len(t)) if i not in refs]
     if refs:
-        lines.append(f"| *reference rows* |{' |' * (len(COLUMNS) + 1)}")
+        lines.append(f"| *reference rows* |{' |' * (len(COLUMNS) + 2)}")
         lines += [line(i) for i in refs]
     lines += ["", TABLE_NOTE, "", INTERVAL_NOTE, ""]
     return "\n".join(lines)
