@@ -15,7 +15,8 @@ import sys
 import traceback
 
 from .cli_options import HelpFormatter, version, wrap
-from .cli_parsers import Subcommands, add_catalog, add_report, add_runs, add_speed
+from .cli_parsers import Subcommands, add_catalog, add_runs, add_speed
+from .cli_report_parsers import add_report
 from .commands import (
     CLIError,
     cmd_compare,
