@@ -75,9 +75,10 @@ def _dataset_name(data, spec: str) -> str:
 def cmd_sweep(args) -> int:
     """Run a resumable grid sweep into a run folder (or ``--out``)."""
     from sparsebench import datasets
-    from sparsebench.bench.runs import sweep, sweep_plan
+    from sparsebench.bench.runs import reuse_freed_memory, sweep, sweep_plan
 
     check_device(args.device)
+    reuse_freed_memory()
     data = datasets.load(args.data, log=echo)
     name = _dataset_name(data, args.data)
     sweep_plan(data, methods=args.methods, grid=args.grid, layers=args.layers, split=args.split)
@@ -136,9 +137,10 @@ def frontier_ids(model: str, source: str | Path) -> list[str]:
 
 def cmd_accuracy(args) -> int:
     """Task accuracy with each configuration's graph replacing attention at test time."""
-    from sparsebench.bench.runs import accuracy_sweep, select_methods
+    from sparsebench.bench.runs import accuracy_sweep, reuse_freed_memory, select_methods
 
     check_device(args.device)
+    reuse_freed_memory()
     select_methods(args.methods)
     only = None
     if args.configs == "frontier":
@@ -168,8 +170,34 @@ def cmd_accuracy(args) -> int:
     return 0 if res["failed"] == 0 else 1
 
 
-def _summary_rows(table) -> list[dict[str, str]]:
-    """The narrow summary's rows of one leaderboard table (its CSV as a DataFrame)."""
+def _reported_accuracy(folder: Path) -> dict[str, dict]:
+    """A dataset folder's accuracy records by configuration id, with their intervals.
+
+    The records are those the leaderboard takes (the dataset build and version of the newest
+    sweep record, one run of windows); empty when the folder has no accuracy or sweep records.
+    """
+    from sparsebench.bench.report import load_records
+    from sparsebench.bench.report.assemble import accuracy_records
+    from sparsebench.bench.report.intervals import with_accuracy_intervals
+    from sparsebench.bench.report.summary import newest_identity
+
+    acc_path, sweep_path = folder / "accuracy.jsonl", folder / "records.jsonl"
+    if not (acc_path.exists() and sweep_path.exists()):
+        return {}
+    _, ident = newest_identity(load_records(sweep_path))
+    acc, _ = accuracy_records(load_records(acc_path), ident)
+    if acc is None or acc.empty:
+        return {}
+    acc = with_accuracy_intervals(acc).drop_duplicates("method_id")
+    return acc.set_index("method_id").to_dict("index")
+
+
+def _summary_rows(table, accuracy: dict[str, dict]) -> list[dict[str, str]]:
+    """The narrow summary's rows of one leaderboard table (its CSV as a DataFrame).
+
+    Δ accuracy is that of the configuration the row reports (``timed_config``: recall 0.95,
+    else best recall) from ``accuracy`` (:func:`_reported_accuracy`), else the table's own.
+    """
     from sparsebench.bench.report.formatting import format_interval
 
     def cell(r, key: str, fmt: str) -> str:
@@ -177,12 +205,18 @@ def _summary_rows(table) -> list[dict[str, str]]:
 
     rows = []
     for _, r in table.iterrows():
+        acc = accuracy.get(str(r.get("timed_config")))
+        delta = (
+            cell(acc, "delta_accuracy", "{:+.3f}")
+            if acc is not None
+            else cell(r, "delta_accuracy@0.95", "{:+.3f}")
+        )
         rows.append(
             {
                 "method": str(r["name"]) + (" (reference)" if r.get("reference") else ""),
                 "sparsity @ recall 0.95": cell(r, "sparsity@0.95", "{:.3f}"),
                 "best recall": cell(r, "best_recall", "{:.3f}"),
-                "Δ accuracy": cell(r, "delta_accuracy@0.95", "{:+.3f}"),
+                "Δ accuracy": delta,
                 "time × dense": cell(r, "speed_x_dense", "{:.2f}"),
             }
         )
@@ -195,8 +229,9 @@ def run_summary(folder: Path) -> str:
     Per dataset a narrow table: method, sparsity at recall 0.95 (``± half-width`` of its 95%
     interval when the records carry per-sequence values), the best recall of any configuration
     (what a method that never reaches 0.95 does reach), the task-accuracy difference to full
-    attention of the recall-0.95 configuration, and time over the best dense kernel (from
-    speed records, when the run has any); then what the columns mean.
+    attention of the configuration the row reports (the recall-0.95 one, else the best-recall
+    one), and time over the best dense kernel (from speed records, when the run has any); then
+    what the columns mean.
     """
     import pandas as pd
 
@@ -205,15 +240,15 @@ def run_summary(folder: Path) -> str:
         table = pd.read_csv(csv)
         if table.empty:
             continue
-        rows = _summary_rows(table)
+        rows = _summary_rows(table, _reported_accuracy(csv.parent))
         timed = timed or any(r["time × dense"] != "—" for r in rows)
         text = names_table(pd.DataFrame(rows), max_colwidth=32)
         parts.append(f"{csv.parent.name}:\n{text}")
     note = (
-        "Δ accuracy: task accuracy of the recall-0.95 configuration minus full attention's; "
-        "time × dense: predict + attention time over the best dense kernel. — : not reached "
-        "or not measured; ± : half-width of the 95% bootstrap interval. Every column: "
-        "leaderboard.md beside each dataset's records."
+        "Δ accuracy: task accuracy minus full attention's, of the configuration at recall 0.95 "
+        "(else of the best-recall one); time × dense: predict + attention time over the best "
+        "dense kernel. — : not reached or not measured; ± : half-width of the 95% bootstrap "
+        "interval. Every column: leaderboard.md beside each dataset's records."
     )
     if not timed:
         note += (
@@ -224,17 +259,52 @@ def run_summary(folder: Path) -> str:
     return "\n\n".join(parts)
 
 
+def _run_accuracy(args, name: str, data, fits, folder: Path) -> int:
+    """The main job's accuracy pass on one bundled dataset; returns how many configurations failed.
+
+    It scores, per method, the configuration the leaderboard reports (recall 0.95, else best
+    recall; :func:`~sparsebench.bench.runs.reported_configs`) with the fits of the sweep just
+    run, so nothing is fitted twice and the summary's Δ accuracy has a figure for every method.
+    """
+    from sparsebench.bench.report import load_records
+    from sparsebench.bench.runs import accuracy_sweep, reported_configs
+
+    records = folder / name / "records.jsonl"
+    ids = list(reported_configs(load_records(records)).values()) if records.exists() else []
+    if not ids:
+        echo(f"{name}: no sweep records to choose configurations from; accuracy skipped")
+        return 0
+    acc_out = folder / name / "accuracy.jsonl"
+    res = accuracy_sweep(
+        name,
+        acc_out,
+        methods=args.methods,
+        grid=args.grid,
+        max_windows=args.accuracy_windows,
+        only=ids,
+        data=data,
+        fits=fits,
+        log=echo,
+    )
+    echo(f"{name}: task accuracy of the configuration each method reports -> {acc_out}")
+    return res["failed"]
+
+
 def cmd_run(args) -> int:
     """The main job: quick sweep of every method on the bundled datasets, then the leaderboard.
 
     Every record it reports is computed in its own new run folder (or the one ``--results`` /
-    ``--resume`` names); the published ``results/`` are not read or written.
+    ``--resume`` names); the published ``results/`` are not read or written. Each dataset is
+    loaded once for its sweep and accuracy pass, which share one set of fits
+    (:class:`~sparsebench.bench.runs.FitStore`); freed memory is kept for reuse
+    (:func:`~sparsebench.bench.runs.reuse_freed_memory`).
     """
     from sparsebench import datasets
     from sparsebench.bench.report import write_leaderboard
-    from sparsebench.bench.runs import accuracy_sweep, sweep, sweep_plan
+    from sparsebench.bench.runs import FitStore, reuse_freed_memory, sweep, sweep_plan
 
     t0 = time.perf_counter()
+    reuse_freed_memory()  # the dataset builds too
     bundled = bundled_datasets()
     specs = args.data or bundled
     # Every dataset is built if needed and every argument checked before the run folder is
@@ -249,22 +319,16 @@ def cmd_run(args) -> int:
     failed = 0
     for spec, name in zip(specs, names, strict=True):
         data = datasets.load(spec, log=echo)
+        fits = FitStore(data)
         out = folder / name / "records.jsonl"
-        res = sweep(data, out, dataset=name, methods=args.methods, grid=args.grid, log=echo)
+        res = sweep(
+            data, out, dataset=name, methods=args.methods, grid=args.grid, log=echo, fits=fits
+        )
         failed += res["failed"]
         echo(f"{name}: {res['done']} records written, {res['skipped']} already done -> {out}")
         if name in bundled and args.accuracy_windows > 0:
-            acc_out = folder / name / "accuracy.jsonl"
-            res = accuracy_sweep(
-                name,
-                acc_out,
-                methods=args.methods,
-                grid="default",
-                max_windows=args.accuracy_windows,
-                log=echo,
-            )
-            failed += res["failed"]
-            echo(f"{name}: task accuracy of each method's default configuration -> {acc_out}")
+            failed += _run_accuracy(args, name, data, fits, folder)
+        del data, fits
     write_leaderboard(folder, formats=("md", "csv", "html"), log=warn)  # csv: the summary's
     echo(f"\n{run_summary(folder)}\n")
     echo(f"leaderboard: {folder / 'index.html'} ({time.perf_counter() - t0:.0f} s in all)")

@@ -20,7 +20,8 @@ summed loss, correct and scored tokens per window; or the cosine of each sentenc
 number of tokens scored (``num_tokens``), from which a report computes bootstrap intervals over
 windows and paired intervals of the change against ``gold``. ``max_windows=None`` scores the
 whole held-out split. :func:`frontier_configs` picks, from a sweep, the configurations a
-leaderboard shows, so that those can be scored on the whole split (``only``).
+leaderboard shows, so that those can be scored on the whole split (``only``);
+:func:`reported_configs` the one configuration per method that a leaderboard row reports.
 """
 
 from __future__ import annotations
@@ -33,16 +34,24 @@ from typing import TYPE_CHECKING
 from tqdm.auto import tqdm
 
 from sparsebench import datasets
+from sparsebench.datasets import QKData
 from sparsebench.methods import Method, get
 
 from ..evaluate import device_label, on_device, resolve_device
 from .records import provenance, read_records, records_writer
-from .runner import configurations, fit_once, record_key, select_methods, with_predict_params
+from .runner import (
+    FitStore,
+    configurations,
+    fit_once,
+    record_key,
+    select_methods,
+    with_predict_params,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["accuracy_sweep", "frontier_configs", "restrict_with"]
+__all__ = ["accuracy_sweep", "frontier_configs", "reported_configs", "restrict_with"]
 
 
 def restrict_with(fitted: list[Method]) -> Callable:
@@ -65,6 +74,8 @@ def accuracy_sweep(
     device: str = "cpu",
     progress: bool = True,
     log: Callable[[str], None] = print,
+    data: QKData | None = None,
+    fits: FitStore | None = None,
 ) -> dict[str, int]:
     """Score every configuration of the grid by the task accuracy of a dataset's model.
 
@@ -76,6 +87,9 @@ def accuracy_sweep(
     scores all of it. ``only`` scores just those configuration ids (e.g. from
     :func:`frontier_configs`), looked up in every grid of the selected methods. ``device``
     (``"cpu"`` or ``"cuda"``) is where the model runs and methods are fitted and predict.
+    ``data`` is the model's Q/K dataset when it is loaded already (default: loaded by name);
+    ``fits`` a :class:`~.runner.FitStore` of that data whose fits (e.g. a sweep's) are taken
+    instead of fitting again; a reused fit's record keeps the seconds the fit took.
 
     One record per configuration goes to ``out`` (resumable, one writer at a time); the
     ``gold`` row runs first and is the reference of the ``delta_`` figures. Records are keyed
@@ -86,8 +100,8 @@ def accuracy_sweep(
     Raises:
         DatasetError: for an unknown dataset name.
         ValueError: for a dataset without a task, ``max_windows`` below 1, ``methods`` that
-            matches nothing, an ``only`` id that no grid of the selected methods has, or a
-            device that is not available.
+            matches nothing, an ``only`` id that no grid of the selected methods has, a
+            device that is not available, or ``data`` / ``fits`` of another dataset.
         RecordsLockedError: if another run is writing ``out``.
     """
     if max_windows is not None and (isinstance(max_windows, bool) or max_windows < 1):
@@ -96,9 +110,18 @@ def accuracy_sweep(
     spec = _scored(model_name)
     chosen = [(name, params) for _, name, params in select_methods(methods) if name != "gold"]
     wanted = None if only is None else _check_only(only)
-    data = on_device(datasets.load(model_name, log=log), device)
+    if data is None:
+        data = datasets.load(model_name, log=log)
+    elif data.meta.get("name") != model_name:
+        raise ValueError(
+            f"data is the dataset {data.meta.get('name')!r}, not {model_name!r}; pass the "
+            "model's own dataset, or none to load it"
+        )
+    data = on_device(data, device)
+    if fits is not None:
+        fits.check(data)
     n_layers, causal, run_task = _task(spec, data, max_windows, device)
-    train = data.split("train")
+    train = fits.train if fits is not None else data.split("train")
     split = f"eval-windows={max_windows or 'all'}"
     prov = {**provenance(), "device": device_label(device)}
     data_hash, version = data.content_hash, prov["sparsebench"]
@@ -107,6 +130,8 @@ def accuracy_sweep(
         return record_key(model_name, m.id, -1, split, data_hash=data_hash, version=version)
 
     def fit(m: Method) -> list[Method]:
+        if fits is not None:
+            return [fits.fitted(m, i) for i in range(n_layers)]
         return [m.clone().fit(train, i) for i in range(n_layers)]
 
     def bind(layers: list[Method], m: Method) -> list[Method]:
@@ -137,6 +162,8 @@ def accuracy_sweep(
         for group in fit_once(todo, data, fit, bind):
             for m, method, fitted, fit_s, error in group:
                 bar.update(1)
+                if fits is not None and fitted is not None:
+                    fit_s = fits.fit_seconds(method, range(n_layers))
                 if error is not None:
                     failed += 1
                     log(f"  {m.id}: fit failed ({type(error).__name__}: {error})")
@@ -274,6 +301,32 @@ def _only_configs(wanted: list[str], chosen: list[tuple[str, dict]], causal: boo
     return out
 
 
+def _sweep_averages(records: pd.DataFrame) -> pd.DataFrame:
+    """Layer averages of one dataset's sweep records, of its newest build and version.
+
+    Accuracy records and records without a layer are left out, as the leaderboard leaves them.
+
+    Raises:
+        ValueError: for records of more than one dataset.
+    """
+    from ..report.summary import layer_average, newest_identity
+
+    df = records
+    if "kind" in df.columns:
+        df = df[df["kind"].isna() | (df["kind"] != "accuracy")]
+    if "layer" in df.columns:
+        df = df[df["layer"].notna()]
+    if df.empty:
+        return df
+    names = sorted(df["dataset"].dropna().unique())
+    if len(names) > 1:
+        raise ValueError(
+            f"records hold {len(names)} datasets ({', '.join(names)}); give one dataset's records"
+        )
+    df, _ = newest_identity(df.reset_index(drop=True))
+    return layer_average(df)
+
+
 def frontier_configs(records: pd.DataFrame) -> dict[str, list[str]]:
     """Per method, the configurations a leaderboard shows, from one dataset's sweep records.
 
@@ -291,28 +344,11 @@ def frontier_configs(records: pd.DataFrame) -> dict[str, list[str]]:
     Raises:
         ValueError: for records of more than one dataset.
     """
-    from ..report.summary import (
-        THRESHOLDS,
-        layer_average,
-        newest_identity,
-        pareto_frontier,
-        summarize,
-    )
+    from ..report.summary import THRESHOLDS, pareto_frontier, summarize
 
-    df = records
-    if "kind" in df.columns:
-        df = df[df["kind"].isna() | (df["kind"] != "accuracy")]
-    if "layer" in df.columns:
-        df = df[df["layer"].notna()]
-    if df.empty:
+    avg = _sweep_averages(records)
+    if avg.empty:
         return {}
-    names = sorted(df["dataset"].dropna().unique())
-    if len(names) > 1:
-        raise ValueError(
-            f"records hold {len(names)} datasets ({', '.join(names)}); give one dataset's records"
-        )
-    df, _ = newest_identity(df.reset_index(drop=True))
-    avg = layer_average(df)
     out: dict[str, list[str]] = {}
     for method, group in pareto_frontier(avg).groupby("method", sort=False):
         out[str(method)] = [str(x) for x in group["method_id"]]
@@ -322,4 +358,36 @@ def frontier_configs(records: pd.DataFrame) -> dict[str, list[str]]:
             cid = row[f"config@{t:.2f}"]
             if cid and cid not in ids:
                 ids.append(str(cid))
+    return out
+
+
+def reported_configs(records: pd.DataFrame) -> dict[str, str]:
+    """Per method, the configuration its leaderboard row reports, from one dataset's sweep.
+
+    That is its sparsest configuration at recall 0.95 or, where none reaches 0.95, its
+    best-recall one (layer-averaged, of the newest dataset build and version): the
+    configuration whose accuracy, output error and times the leaderboard shows. ``sparsebench
+    run`` scores the task accuracy of these.
+
+    Args:
+        records: sweep records of one dataset (:func:`sparsebench.bench.report.load_records`).
+
+    Returns:
+        ``{method: configuration id}``.
+
+    Raises:
+        ValueError: for records of more than one dataset.
+    """
+    from ..report.summary import summarize
+
+    avg = _sweep_averages(records)
+    if avg.empty:
+        return {}
+    out: dict[str, str] = {}
+    for _, row in summarize(avg, (0.95,)).iterrows():
+        cid = row["config@0.95"]
+        if not cid:
+            mine = avg[(avg["method"] == row["method"]) & (avg["dataset"] == row["dataset"])]
+            cid = mine.loc[mine["recall"].idxmax(), "method_id"]
+        out[str(row["method"])] = str(cid)
     return out

@@ -26,6 +26,7 @@ from sparsebench.datasets import QKData
 from sparsebench.methods import Method, create, get, names, parse_spec, suggest
 
 __all__ = [
+    "FitStore",
     "Fitted",
     "configurations",
     "expand_grid",
@@ -151,6 +152,63 @@ def with_predict_params(fitted: Method, m: Method) -> Method:
         if p not in fit:
             setattr(inst, p, v)
     return inst
+
+
+class FitStore:
+    """Fitted states of one dataset, shared by the runs that use it.
+
+    ``sparsebench run`` sweeps a dataset, then scores task accuracy on it: both need the same
+    learned configurations fitted on the same train split. The sweep fits each group of
+    configurations once per layer and stores the state here; the accuracy run takes it instead
+    of fitting again. A state is looked up by method name, fit-time parameters
+    (:func:`fit_key`) and layer, and handed out with the asking configuration's predict-time
+    parameters (:func:`with_predict_params`). The store also holds the one train-split object
+    both runs fit on, so methods that memoise work per split (the Sparsefinder projectors)
+    share it too. Fitting is deterministic, so a stored state equals a new fit.
+
+    Args:
+        data: the dataset, on the device its runs use.
+    """
+
+    def __init__(self, data: QKData) -> None:
+        self.data = data
+        self.train = data.split("train") if "train" in data.split_names else None
+        self._fits: dict[tuple, tuple[Method, float]] = {}
+
+    def check(self, data: QKData) -> None:
+        """Refuse a store made for another dataset (or another device's copy of it).
+
+        Raises:
+            ValueError: when ``data`` is not the object the store was made for.
+        """
+        if data is not self.data:
+            raise ValueError(
+                "fits: this FitStore was made for another dataset object; make one with "
+                "FitStore(data) for the data the run uses (on its device)"
+            )
+
+    def fitted(self, m: Method, layer: int) -> Method:
+        """``m`` (bound to the data) fitted on ``layer``, with ``m``'s predict-time parameters.
+
+        Fits on the first request of its method and fit-time parameters; later requests reuse
+        that state.
+
+        Raises:
+            ValueError: when ``m`` learns and the dataset has no train split.
+        """
+        key = (m.name, fit_key(m), layer)
+        if key not in self._fits:
+            if self.train is None:
+                name = self.data.meta.get("name", "the dataset")
+                raise ValueError(f"{m.name} learns, but {name} has no train split")
+            t0 = time.perf_counter()
+            state = m.clone().fit(self.train, layer)
+            self._fits[key] = (state, time.perf_counter() - t0)
+        return with_predict_params(self._fits[key][0], m)
+
+    def fit_seconds(self, m: Method, layers: Iterable[int]) -> float:
+        """Seconds the stored fits of ``m``'s group on ``layers`` took (0 for missing ones)."""
+        return sum(self._fits.get((m.name, fit_key(m), i), (None, 0.0))[1] for i in layers)
 
 
 def group_by_fit(configs: Iterable[Method]) -> list[list[Method]]:

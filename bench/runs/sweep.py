@@ -32,7 +32,14 @@ from ..evaluate import (
     resolve_device,
 )
 from .records import provenance, records_writer
-from .runner import configurations, fit_once, record_key, select_methods, with_predict_params
+from .runner import (
+    FitStore,
+    configurations,
+    fit_once,
+    record_key,
+    select_methods,
+    with_predict_params,
+)
 
 __all__ = ["BLOCK_SIZE", "run_unit", "sweep", "sweep_plan"]
 
@@ -55,6 +62,7 @@ def run_unit(
     gold_cache: dict | None = None,
     device: str = "cpu",
     longest: int | None = None,
+    fits: FitStore | None = None,
 ) -> Iterator[tuple[str, Any]]:
     """Fit and evaluate configurations of one method on one layer.
 
@@ -63,13 +71,16 @@ def run_unit(
     stops the others). ``data_hash`` is the content hash of the whole dataset, which keys the
     records. ``device`` is where methods are fitted and scored (the data is moved there unless
     it is there already); ``longest`` the dataset's longest sequence, up to which the records'
-    length bins reach.
+    length bins reach. With ``fits`` (a :class:`~.runner.FitStore` of the data ``train``
+    comes from) the fits are taken from it and kept there for later runs.
     """
     gold_cache = {} if gold_cache is None else gold_cache
     target = on_device(target, device)
     train = None if train is None else on_device(train, device)
 
     def fit(m: Method) -> Method:
+        if fits is not None:
+            return fits.fitted(m, layer)
         if train is None:
             raise ValueError(f"{m.name} learns, but {dataset} has no train split")
         return m.clone().fit(train, layer)
@@ -205,6 +216,7 @@ def sweep(
     device: str = "cpu",
     progress: bool = True,
     log: Callable[[str], None] = print,
+    fits: FitStore | None = None,
 ) -> dict[str, int]:
     """Run a grid sweep, appending one record per (configuration, layer) to ``out``.
 
@@ -228,13 +240,16 @@ def sweep(
             ``device`` field says which).
         progress: show a progress bar.
         log: where messages go.
+        fits: a :class:`~.runner.FitStore` of ``data`` (on ``device``) that keeps the sweep's
+            fits for a later run on the same data (local executor only).
 
     Returns:
         ``{"done": records written now, "skipped": already present, "failed": errors}``.
 
     Raises:
         ValueError: for arguments that do not fit the data (:func:`sweep_plan`), a dataset
-            name that is not a valid name, or a device that is not available.
+            name that is not a valid name, a device that is not available, or ``fits`` made
+            for other data.
         RecordsLockedError: if another run is writing ``out``.
 
     The plan, the executor choice and the single writer stay in this one function: every
@@ -249,8 +264,15 @@ def sweep(
     longest = int(data.lengths.max())
     if executor == "local":  # Ray tasks move their own copy
         data = on_device(data, device)
+    if fits is not None:
+        if executor != "local":
+            raise ValueError("fits: a FitStore lives in this process; use executor='local'")
+        fits.check(data)
     target = data.split(split)
-    train = data.split("train") if "train" in data.split_names else None
+    if fits is not None:
+        train = fits.train
+    else:
+        train = data.split("train") if "train" in data.split_names else None
     prov = {**provenance(), "device": device_label(device)}
     out = Path(out)
     version = prov["sparsebench"]
@@ -298,7 +320,10 @@ def sweep(
                 cache = caches.setdefault(layer, {})
                 for old in [x for x in caches if x != layer]:
                     del caches[old]
-                take(run_unit(target, train, dataset, layer, configs, gold_cache=cache, **kw))
+                events = run_unit(
+                    target, train, dataset, layer, configs, gold_cache=cache, fits=fits, **kw
+                )
+                take(events)
         else:
             ray_events = _on_ray(
                 units, target, train, dataset, kw, address, num_cpus, gpus_per_task
