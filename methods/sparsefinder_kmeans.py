@@ -54,7 +54,7 @@ def kmeans(
     """Plain Lloyd k-means, batched over heads; keeps the best of ``n_init`` starts by inertia.
 
     One function (just over 60 lines): the init, the Lloyd loop and the choice of the best start
-    share one batch of ``n_init * H`` point sets.
+    share one batch of ``n_init * H`` point sets; a start leaves the batch when it converges.
 
     Args:
         x: points ``(H, T, r)`` (one set per head, ``T >= 1``).
@@ -93,15 +93,24 @@ def kmeans(
             new = x[rows, nxt[:, 0]].unsqueeze(1)
             cent = torch.cat([cent, new], 1)
             closest = torch.minimum(closest, sq_dists(x, new).squeeze(-1))
+    # Each start stops at its own convergence, as scikit-learn's do: only the moving ones go on.
+    active, xa, ca = rows, x, cent.clone()
+    ones = x.new_ones(1, 1).expand(H, T)
     for _it in range(max_iter):
-        assign = sq_dists(x, cent).argmin(-1)  # (S*H, T)
-        counts = x.new_zeros(H, C).scatter_add_(1, assign, x.new_ones(H, T))
-        sums = x.new_zeros(H, C, r).scatter_add_(1, assign[..., None].expand(H, T, r), x)
-        new = torch.where(counts[..., None] > 0, sums / counts.clamp(min=1)[..., None], cent)
-        shift = ((new - cent) ** 2).sum((-1, -2))
-        cent = new
-        if (shift <= thresh).all():
+        n = xa.shape[0]
+        # argmin_c |x - c|² = argmin_c (|c|² - 2 x·c): |x|² is the same for every centroid.
+        score = torch.baddbmm((ca * ca).sum(-1).unsqueeze(1), xa, ca.transpose(1, 2), alpha=-2)
+        assign = score.argmin(-1)  # (n, T)
+        counts = xa.new_zeros(n, C).scatter_add_(1, assign, ones[:n])
+        sums = xa.new_zeros(n, C, r).scatter_add_(1, assign[..., None].expand(n, T, r), xa)
+        new = torch.where(counts[..., None] > 0, sums / counts.clamp(min=1)[..., None], ca)
+        moving = ((new - ca) ** 2).sum((-1, -2)) > thresh[active]
+        cent[active] = new
+        if not moving.any():
             break
+        if not moving.all():
+            active, xa, new = active[moving], x[active[moving]], new[moving]
+        ca = new
     inertia = sq_dists(x, cent).min(-1).values.sum(-1).view(n_init, H0)
     best = inertia.argmin(0)  # (H0,)
     return cent.view(n_init, H0, C, r)[best, torch.arange(H0, device=x.device)]
