@@ -21,44 +21,74 @@ from torch import Tensor
 from sparsebench.methods import (
     Band,
     Graph,
+    RowIndex,
     attention_logits,
     attention_probs,
     check_alpha,
     check_qk,
     to_scoring,
 )
-from sparsebench.methods.gold import entmax15_threshold
+from sparsebench.methods.gold import entmax15_probs
 
 __all__ = ["entmax_output", "output_error", "reference_output"]
 
 
-def entmax_output(q: Tensor, k: Tensor, v: Tensor, graph: Graph, alpha: float) -> Tensor:
+def entmax_output(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    graph: Graph,
+    alpha: float,
+    *,
+    gold: Graph | None = None,
+    reference: Tensor | None = None,
+) -> Tensor:
     """α-entmax attention restricted to ``graph``, a slab of query rows at a time (unchecked).
 
     Inputs are in the scoring dtype and already checked; ``graph`` carries the lengths and
-    causality. Returns ``(B, H, N, Dv)``; rows with no allowed key are zero.
+    causality. Returns ``(B, H, N, Dv)``; rows with no allowed key are zero. With ``gold`` (the
+    support of full α-entmax) and ``reference`` (full α-entmax's output), a row whose allowed
+    keys include its whole gold support takes the reference row: restricting α-entmax to a
+    superset of its support leaves the distribution unchanged, so only the other rows are solved.
     """
     B, H, N, _ = q.shape
-    M = k.shape[2]
     out = torch.zeros(B, H, N, v.shape[-1], dtype=v.dtype, device=v.device)
     for s, e in graph.row_chunks():
         allowed = graph.slab(s, e).to(q.device)
         z = attention_logits(q[:, :, s:e], k).masked_fill_(~allowed, float("-inf"))
+        todo = None  # rows to solve: all, or those that miss a gold key
+        if gold is not None and reference is not None:
+            todo = _missing_gold(allowed, gold, s, e)
         if alpha != 1.5:
-            out[:, :, s:e] = attention_probs(z, "entmax", alpha) @ v
-            continue
-        empty = ~allowed.any(-1, keepdim=True)
-        z[..., :1].masked_fill_(empty, 0.0)  # one finite entry: settled in the first round
-        flat = z.view(-1, M)
-        probs = torch.zeros_like(flat)
-        for part in entmax15_threshold(flat, 32, from_logits=True, list_support=True):
-            if part.rows is None:
-                probs.scatter_(-1, part.index, part.probs)
-            else:
-                probs[part.rows] = probs[part.rows].scatter(-1, part.index, part.probs)
-        probs = probs.view(z.shape).masked_fill_(empty, 0.0)
-        out[:, :, s:e] = probs @ v
+            new = attention_probs(z, "entmax", alpha) @ v
+        else:
+            new = _entmax15_rows(z, allowed, todo) @ v
+        out[:, :, s:e] = new if todo is None else torch.where(todo, new, reference[:, :, s:e])
     return out
+
+
+def _missing_gold(allowed: Tensor, gold: Graph, s: int, e: int) -> Tensor:
+    """``(B, H, c, 1)``: rows ``[s, e)`` whose ``allowed`` keys miss a key of ``gold``."""
+    if len(gold.parts) == 1 and isinstance(gold.parts[0], RowIndex):
+        idx = gold.parts[0].index[:, :, s:e].to(allowed.device)  # -1 pads a row's list
+        idx = idx.expand(*allowed.shape[:3], idx.shape[-1])
+        hit = allowed.gather(-1, idx.clamp(min=0)) | (idx < 0)
+        return ~hit.all(-1, keepdim=True)
+    return (gold.slab(s, e).to(allowed.device) & ~allowed).any(-1, keepdim=True)
+
+
+def _entmax15_rows(z: Tensor, allowed: Tensor, todo: Tensor | None) -> Tensor:
+    """1.5-entmax probabilities of logits ``z`` (``-inf`` outside ``allowed``), of ``todo`` rows.
+
+    Rows outside ``todo`` (``(B, H, c, 1)`` bool, or ``None`` for all) and rows with no allowed
+    key get zeros.
+    """
+    empty = ~allowed.any(-1, keepdim=True)
+    z[..., :1].masked_fill_(empty, 0.0)  # one finite entry: settled in the first round
+    rows = None
+    if todo is not None and todo.float().mean() < 0.5:  # else solving all rows is cheaper
+        rows = torch.nonzero(todo.reshape(-1)).squeeze(-1)
+    return entmax15_probs(z, rows, k=32).masked_fill_(empty, 0.0)
 
 
 def _checked(q, k, v, alpha, lengths, causal):
@@ -103,6 +133,7 @@ def output_error(
     lengths: Tensor | None = None,
     causal: bool = False,
     reference: Tensor | None = None,
+    gold: Graph | None = None,
 ) -> dict:
     """Relative error of α-entmax attention restricted to ``pred`` against full α-entmax.
 
@@ -125,6 +156,9 @@ def output_error(
         causal: keys after the query are excluded (also on if ``pred`` is causal).
         reference: :func:`reference_output` of the same inputs, lengths and causality, to
             reuse it across predictions; computed here when absent.
+        gold: the gold graph of the same inputs (:func:`~sparsebench.methods.gold_graph`),
+            with ``reference``: rows whose prediction covers their gold support take the
+            reference row instead of being solved again (the same values, less work).
 
     Returns:
         ``{"output_error": value, "per_head": {"output_error": [H]}, "per_sequence":
@@ -147,11 +181,13 @@ def output_error(
     expected = (*q.shape[:3], v.shape[-1])
     if reference is not None and tuple(reference.shape) != expected:
         raise ValueError(f"reference has shape {tuple(reference.shape)}, expected {expected}")
+    if gold is not None and (not isinstance(gold, Graph) or gold.shape != pred.shape):
+        raise ValueError(f"gold must be the gold Graph of shape {pred.shape}")
     pred = pred.with_validity(lengths=lengths, causal=causal)
     with torch.no_grad():
         if reference is None:
             reference = entmax_output(q, k, v, _full(q, k, lengths, causal), alpha)
-        approx = entmax_output(q, k, v, pred, alpha)
+        approx = entmax_output(q, k, v, pred, alpha, gold=gold, reference=reference)
     num = ((approx - reference).double() ** 2).sum((-1, -2))
     den = (reference.double() ** 2).sum((-1, -2))
     per = torch.where(den > 0, (num / den.clamp(min=1e-300)).sqrt(), float("nan")).cpu()

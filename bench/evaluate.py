@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 
 from sparsebench.datasets import QKData
-from sparsebench.methods import Method, gold_graph
+from sparsebench.methods import Graph, Method, gold_graph
 
 from .attention_error import output_error, reference_output
 from .breakdown import by_length, per_sequence
@@ -165,7 +165,8 @@ def evaluate_layer(
 ) -> dict:
     """Graph metrics and output error of ``method`` (already fitted) on one layer of ``data``.
 
-    Sequences are scored in batches trimmed to their longest member; per-sequence figures are
+    Sequences are scored in batches of similar length (shortest first), each trimmed to its
+    longest member; per-sequence figures are returned in data order and
     pooled over all batches before the paper's averaging (over sequences, then heads). Gold
     graphs and the full-attention reference outputs are kept in ``gold_cache`` (keyed by layer
     and batch) when one is given, so a sweep computes each only once. ``predict_cache`` (one
@@ -201,7 +202,9 @@ def evaluate_layer(
     pooled: dict[str, list[torch.Tensor]] = {}
     errors: list[torch.Tensor] = []
     predict_s = 0.0
-    for bi, batch in enumerate(data.batches(layer, batch_size)):
+    # Sequences go in order of length, so that batches pad little; figures return to data order.
+    order = data.by_length()
+    for bi, batch in enumerate(data.batches(layer, batch_size, order=order)):
         q, k = batch.q.to(dev), batch.k.to(dev)
         v = None if batch.v is None else batch.v.to(dev)
         key = (layer, batch_size, bi)
@@ -212,6 +215,9 @@ def evaluate_layer(
         predict_s += time.perf_counter() - t0
         if cache is not None:  # a reused base prediction still counts its own time
             predict_s += cache.get("reused_s", 0.0)
+        if len(list(pred.row_chunks())) == 1:
+            # Metrics and output error read the same rows: lay the edges out once.
+            pred = Graph.from_dense(pred.to_dense(), lengths=pred.lengths, causal=pred.causal)
         m = graph_metrics(pred, gold, probs=gold, block_size=block_size)
         for name, val in m["per_sequence"].items():
             pooled.setdefault(name, []).append(val)
@@ -227,14 +233,16 @@ def evaluate_layer(
                 lengths=batch.lengths,
                 causal=data.causal,
                 reference=reference,
+                gold=gold,
             )
             errors.append(err["per_sequence"]["output_error"])
     out: dict = {}
     per_head = {}
-    per_bh = {name: torch.cat(vs) for name, vs in pooled.items()}
+    back = torch.argsort(order)
+    per_bh = {name: torch.cat(vs)[back] for name, vs in pooled.items()}
     for name, values in per_bh.items():
         out[name], per_head[name] = macro_average(values)
-    per_bh["output_error"] = torch.cat(errors)
+    per_bh["output_error"] = torch.cat(errors)[back]
     out["output_error"] = macro_average(per_bh["output_error"])[0]
     out["per_head"] = per_head
     out["per_sequence"] = per_sequence(per_bh)

@@ -217,16 +217,27 @@ class QKData:
         v = None if self.v is None else self.v[:, i]
         return LayerData(self.q[:, i], self.k[:, i], v, self.lengths, self.causal, self.alpha)
 
-    def batches(self, layer: int, batch_size: int = 16) -> Iterator[LayerData]:
-        """Layer ``layer`` in batches of sequences, each trimmed to its longest sequence."""
+    def batches(
+        self, layer: int, batch_size: int = 16, *, order: Tensor | None = None
+    ) -> Iterator[LayerData]:
+        """Layer ``layer`` in batches of sequences, each trimmed to its longest sequence.
+
+        ``order`` (a permutation of the sequence indices) takes the sequences in that order, e.g.
+        :meth:`by_length`, so that each batch pads little.
+        """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         full = self.layer(layer)
         for s in range(0, len(self), batch_size):
-            L = full.lengths[s : s + batch_size]
+            idx = slice(s, s + batch_size) if order is None else order[s : s + batch_size]
+            L = full.lengths[idx]
             n = int(L.max())
-            cut = lambda t: None if t is None else t[s : s + batch_size, :, :n]  # noqa: E731
+            cut = lambda t: None if t is None else t[idx, :, :n]  # noqa: E731
             yield LayerData(cut(full.q), cut(full.k), cut(full.v), L, self.causal, self.alpha)
+
+    def by_length(self) -> Tensor:
+        """The sequence indices from shortest to longest (ties in dataset order)."""
+        return torch.sort(self.lengths, stable=True).indices
 
     def gold_sparsity(self, batch_size: int = 16) -> list[float]:
         """Sparsity of the gold α-entmax graph per layer (per sequence, then heads, averaged)."""

@@ -47,13 +47,21 @@ class TrainConfig:
     seed: int = 0
 
 
+# Encoded plays per tokenizer (vocabulary and merges): a build and an accuracy run in one
+# process (``sparsebench run``) encode the text once.
+_STREAMS: dict[int, dict[str, list[Tensor]]] = {}
+
+
 def token_streams(tok: Tokenizer) -> dict[str, list[Tensor]]:
     """Token ids of every play, per split: ``{"train": [ids, ...], "eval": [...]}``."""
-    texts = play_texts()
-    return {
-        split: [torch.tensor(tok.encode(texts[p]), dtype=torch.long) for p in plays]
-        for split, plays in split_plays().items()
-    }
+    key = hash((tuple(tok.vocab), tuple(map(tuple, tok.merges))))
+    if key not in _STREAMS:
+        texts = play_texts()
+        _STREAMS[key] = {
+            split: [torch.tensor(tok.encode(texts[p]), dtype=torch.long) for p in plays]
+            for split, plays in split_plays().items()
+        }
+    return {split: list(streams) for split, streams in _STREAMS[key].items()}
 
 
 def _windows(streams: list[Tensor], n: int, length: int, g: torch.Generator) -> Tensor:

@@ -28,6 +28,7 @@ __all__ = [
     "Solved",
     "attention_logits",
     "attention_probs",
+    "entmax15_probs",
     "entmax15_support",
     "entmax15_threshold",
     "gold_graph",
@@ -64,7 +65,9 @@ def attention_probs(scores: Tensor, normalizer: str = "entmax", alpha: float = 1
     elif normalizer == "entmax":
         from entmax import entmax15, entmax_bisect
 
-        if alpha == 1.5:
+        if alpha == 1.5 and not (torch.is_grad_enabled() and safe.requires_grad):
+            p = entmax15_probs(safe)  # the same values, without autograd's bookkeeping
+        elif alpha == 1.5:
             p = entmax15(safe, dim=-1, k=min(64, safe.shape[-1]))
         else:
             p = entmax_bisect(safe, alpha=alpha, dim=-1)
@@ -155,6 +158,33 @@ def entmax15_threshold(
         rest = torch.nonzero(~done).squeeze(-1)
         todo = rest if todo is None else todo[rest]
         k = kk * 2
+
+
+def entmax15_probs(z: Tensor, rows: Tensor | None = None, k: int = 64) -> Tensor:
+    """``entmax15(z, dim=-1)`` (the same values, bit for bit), from :func:`entmax15_threshold`.
+
+    Args:
+        z: ``(..., M)`` logits; ``-inf`` marks excluded keys. Every solved row needs one finite
+            entry. ``z`` is not modified.
+        rows: indices into the flattened leading dims of the rows to solve; the other rows
+            are zero. ``None`` solves every row.
+        k: first prefix length (:func:`entmax15_threshold`); it changes the work, not the values.
+
+    Returns:
+        Probabilities of the shape and dtype of ``z``.
+    """
+    M = z.shape[-1]
+    flat = z.reshape(-1, M)
+    sub = flat if rows is None else flat[rows]
+    probs = torch.zeros_like(sub)
+    for part in entmax15_threshold(sub, k, from_logits=True, list_support=True):
+        if part.rows is None:
+            probs.scatter_(-1, part.index, part.probs)
+        else:
+            probs[part.rows] = probs[part.rows].scatter(-1, part.index, part.probs)
+    if rows is not None:
+        probs = torch.zeros_like(flat).index_copy_(0, rows, probs)
+    return probs.view(z.shape)
 
 
 def entmax15_support(

@@ -1,0 +1,151 @@
+"""Work the sweep saves must not change a figure.
+
+Each shortcut of the evaluation loop is checked against the plain computation: the exact
+1.5-entmax from key lists, the output error that reuses the reference on covered rows, batches
+taken in order of length, the k-means starts that stop at their own convergence, and the
+encoded plays kept per tokenizer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from entmax import entmax15
+
+from sparsebench import datasets, methods
+from sparsebench.bench.attention_error import output_error, reference_output
+from sparsebench.bench.evaluate import evaluate_layer
+from sparsebench.methods import Graph, attention_probs, gold_graph
+from sparsebench.methods.gold import entmax15_probs
+from sparsebench.methods.sparsefinder_kmeans import kmeans
+
+
+def masked_logits(B=3, H=2, N=50, seed=0, causal=True) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(B, H, N, N, generator=g) * 3
+    if causal:
+        z = z.masked_fill(~torch.ones(N, N, dtype=torch.bool).tril(), float("-inf"))
+    return z
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_entmax15_probs_equal_the_entmax_package_bit_for_bit(causal):
+    z = masked_logits(causal=causal)
+    z[0, 0, 5, :] = 1.0  # a row of ties
+    assert torch.equal(entmax15_probs(z), entmax15(z, dim=-1))
+    assert torch.equal(entmax15_probs(z, k=4), entmax15(z, dim=-1))  # widened prefixes
+    before = z.clone()
+    rows = torch.tensor([0, 7, 99])
+    part = entmax15_probs(z, rows).view(-1, z.shape[-1])
+    assert torch.equal(z, before)  # the input is left alone
+    full = entmax15(z, dim=-1).view(-1, z.shape[-1])
+    assert torch.equal(part[rows], full[rows])
+    others = torch.ones(part.shape[0], dtype=torch.bool)
+    others[rows] = False
+    assert not part[others].any()
+
+
+def test_attention_probs_without_autograd_equal_those_with_it():
+    z = masked_logits(seed=1)
+    with torch.no_grad():
+        fast = attention_probs(z, "entmax", 1.5)
+    zg = z.clone().requires_grad_(True)
+    slow = attention_probs(zg, "entmax", 1.5)
+    slow.sum().backward()  # the training path keeps its gradient
+    assert zg.grad is not None
+    assert torch.equal(fast, slow.detach())
+
+
+def batch_of(data, n=6):
+    lay = data.layer(0)
+    return lay.q[:n], lay.k[:n], lay.v[:n], lay.lengths[:n]
+
+
+@pytest.mark.parametrize("spec", ["window:w=3", "random", "full", "gold", "bigbird"])
+def test_output_error_with_gold_equals_the_plain_computation(syn_causal, spec):
+    q, k, v, lengths = batch_of(syn_causal)
+    name, _, kv = spec.partition(":")
+    params = {a.split("=")[0]: int(a.split("=")[1]) for a in kv.split(",") if a}
+    m = methods.create(name, **params).for_data(syn_causal)
+    pred = m.predict(q, k, lengths=lengths, causal=True)
+    plain = output_error(q, k, v, pred, 1.5, lengths=lengths, causal=True)
+    ref = reference_output(q, k, v, 1.5, lengths=lengths, causal=True)
+    gold = gold_graph(q, k, alpha=1.5, lengths=lengths, causal=True, with_probs=True)
+    fast = output_error(q, k, v, pred, 1.5, lengths=lengths, causal=True, reference=ref, gold=gold)
+    a, b = plain["per_sequence"]["output_error"], fast["per_sequence"]["output_error"]
+    assert torch.allclose(a, b, atol=1e-6, rtol=0, equal_nan=True)
+
+
+def test_output_error_refuses_a_gold_graph_of_another_shape(syn_causal):
+    q, k, v, lengths = batch_of(syn_causal)
+    pred = methods.create("window", w=3).predict(q, k, lengths=lengths, causal=True)
+    small = Graph.empty((1, 1, 4, 4))
+    with pytest.raises(ValueError, match="gold must be the gold Graph"):
+        output_error(q, k, v, pred, lengths=lengths, causal=True, gold=small)
+
+
+def test_batches_follow_an_order_and_by_length_sorts_stably():
+    data = datasets.synthetic(num_seqs=5, layers=1, heads=1, n=30, d=8, causal=True, seed=4)
+    data = dataclasses.replace(data, lengths=torch.tensor([30, 12, 30, 5, 12]))
+    order = data.by_length()
+    assert order.tolist() == [3, 1, 4, 0, 2]
+    sizes = [(b.q.shape[0], b.q.shape[2]) for b in data.batches(0, 2, order=order)]
+    assert sizes == [(2, 12), (2, 30), (1, 30)]  # each batch trimmed to its longest member
+    first = next(data.batches(0, 2, order=order))
+    assert torch.equal(first.q, data.q[[3, 1], 0, :, :12])
+
+
+@pytest.mark.parametrize("spec", ["window:w=5", "gold", "sparsefinder_quantize"])
+def test_evaluate_layer_reports_per_sequence_figures_in_data_order(syn_causal, spec):
+    eval_ = syn_causal.split("eval") if "eval" in syn_causal.split_names else syn_causal
+    name, _, kv = spec.partition(":")
+    m = methods.create(name, **({"w": 5} if kv else {})).for_data(syn_causal)
+    if m.learns:
+        m = m.fit(syn_causal.split("train"), 0)
+    flip = torch.arange(len(eval_) - 1, -1, -1)
+    a = evaluate_layer(m, eval_, 0, batch_size=3)
+    b = evaluate_layer(m, eval_.select(flip), 0, batch_size=3)
+    for metric in ("recall", "sparsity", "output_error"):
+        pa = torch.tensor(a["per_sequence"][metric])
+        pb = torch.tensor(b["per_sequence"][metric])
+        assert torch.allclose(pa, pb.flip(0), atol=1e-6, equal_nan=True)
+    assert a["sequence_lengths"] == b["sequence_lengths"][::-1]
+
+
+def test_every_kmeans_start_stops_at_a_lloyd_fixed_point():
+    g = torch.Generator().manual_seed(0)
+    centers = torch.tensor([[0.0, 0.0], [6.0, 0.0], [0.0, 6.0]])
+    x = torch.cat([c + torch.randn(60, 2, generator=g) for c in centers]).unsqueeze(0)
+    x = torch.cat([x, x.flip(1) * 3], 0)  # two heads that converge at different iterations
+    cent = kmeans(x, 3, g, n_init=4, max_iter=300, tol=0.0)
+    for h in range(2):
+        assign = torch.cdist(x[h], cent[h]).argmin(-1)
+        means = torch.stack([x[h][assign == c].mean(0) for c in range(3)])
+        assert torch.allclose(means, cent[h], atol=1e-5)
+    found = sorted(cent[0].round().tolist())
+    assert found == sorted(centers.tolist())
+
+
+def test_token_streams_encode_once_and_hand_out_copies(monkeypatch):
+    from sparsebench.datasets import train
+
+    calls = []
+
+    class Tok:
+        vocab = ["a", "b"]
+        merges = [("a", "b")]
+
+        def encode(self, text):
+            calls.append(text)
+            return [len(text) % 7, 1]
+
+    monkeypatch.setattr(train, "_STREAMS", {})
+    monkeypatch.setattr(train, "play_texts", lambda: {"p1": "xx", "p2": "yyy"})
+    monkeypatch.setattr(train, "split_plays", lambda: {"train": ["p1"], "eval": ["p2"]})
+    first = train.token_streams(Tok())
+    first["eval"].append(torch.tensor([9]))
+    second = train.token_streams(Tok())
+    assert len(calls) == 2 and len(second["eval"]) == 1
+    assert second["train"][0].tolist() == [2, 1]
