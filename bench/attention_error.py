@@ -28,9 +28,9 @@ from sparsebench.methods import (
     check_qk,
     to_scoring,
 )
-from sparsebench.methods.gold import entmax15_probs
+from sparsebench.methods.gold import entmax15_probs, prefix_threshold
 
-__all__ = ["entmax_output", "output_error", "reference_output"]
+__all__ = ["entmax_output", "output_error", "reference_output", "top_logits"]
 
 
 def entmax_output(
@@ -42,6 +42,7 @@ def entmax_output(
     *,
     gold: Graph | None = None,
     reference: Tensor | None = None,
+    ranked: tuple[Tensor, Tensor] | None = None,
 ) -> Tensor:
     """α-entmax attention restricted to ``graph``, a slab of query rows at a time (unchecked).
 
@@ -50,21 +51,87 @@ def entmax_output(
     support of full α-entmax) and ``reference`` (full α-entmax's output), a row whose allowed
     keys include its whole gold support takes the reference row: restricting α-entmax to a
     superset of its support leaves the distribution unchanged, so only the other rows are solved.
+    With ``ranked`` (:func:`top_logits` of the same inputs; α = 1.5), a row is first solved from
+    its best valid keys (:func:`_entmax15_ranked`); the logits of a slab are computed only for
+    the rows that this does not settle.
     """
     B, H, N, _ = q.shape
     out = torch.zeros(B, H, N, v.shape[-1], dtype=v.dtype, device=v.device)
     for s, e in graph.row_chunks():
         allowed = graph.slab(s, e).to(q.device)
-        z = attention_logits(q[:, :, s:e], k).masked_fill_(~allowed, float("-inf"))
         todo = None  # rows to solve: all, or those that miss a gold key
         if gold is not None and reference is not None:
             todo = _missing_gold(allowed, gold, s, e)
         if alpha != 1.5:
-            new = attention_probs(z, "entmax", alpha) @ v
+            z = attention_logits(q[:, :, s:e], k).masked_fill_(~allowed, float("-inf"))
+            probs = attention_probs(z, "entmax", alpha)
+        elif ranked is None:
+            z = attention_logits(q[:, :, s:e], k).masked_fill_(~allowed, float("-inf"))
+            probs = _entmax15_rows(z, allowed, todo)
         else:
-            new = _entmax15_rows(z, allowed, todo) @ v
+            vals, idx = ranked[0][:, :, s:e], ranked[1][:, :, s:e]
+            probs, settled = _entmax15_ranked(allowed, vals, idx)
+            rest = ~settled if todo is None else todo & ~settled
+            if rest.any():
+                z = attention_logits(q[:, :, s:e], k).masked_fill_(~allowed, float("-inf"))
+                probs = torch.where(rest, _entmax15_rows(z, allowed, rest), probs)
+        new = probs @ v
         out[:, :, s:e] = new if todo is None else torch.where(todo, new, reference[:, :, s:e])
     return out
+
+
+def top_logits(
+    q: Tensor, k: Tensor, *, lengths: Tensor | None, causal: bool, width: int = 128
+) -> tuple[Tensor, Tensor]:
+    """Each query row's ``width`` largest valid logits, in descending order, and their keys.
+
+    ``(values, keys)``, both ``(B, H, N, width)``; a row with fewer valid keys is padded with
+    ``-inf``. Inputs are in the scoring dtype and already checked. Computed once per batch, it
+    lets :func:`output_error` settle most rows of every prediction without their logits.
+    """
+    B, H, N, _ = q.shape
+    M = k.shape[2]
+    width = min(width, M)
+    graph = Graph((B, H, N, M), [Band(-N, M)], lengths=lengths, causal=causal)
+    vals = torch.empty(B, H, N, width, dtype=q.dtype, device=q.device)
+    keys = torch.empty(B, H, N, width, dtype=torch.long, device=q.device)
+    for s, e in graph.row_chunks():
+        z = attention_logits(q[:, :, s:e], k).masked_fill_(~graph.slab(s, e), float("-inf"))
+        vals[:, :, s:e], keys[:, :, s:e] = z.topk(width, dim=-1)
+    return vals, keys
+
+
+def _entmax15_ranked(allowed: Tensor, vals: Tensor, keys: Tensor) -> tuple[Tensor, Tensor]:
+    """1.5-entmax over ``allowed`` keys from each row's best valid logits (:func:`top_logits`).
+
+    The allowed keys among a row's ``P`` best come out in descending order; the threshold of the
+    first ``K = 32`` of them (the arithmetic of
+    :func:`~sparsebench.methods.gold.entmax15_threshold`) is the row's exact one when every
+    allowed key left out scores zero: either ``K`` were found and the ``K``-th scores zero, or
+    fewer were found and the ``P``-th best logit, above every allowed key not seen, scores zero
+    (or the row has no more valid keys). Rows with no allowed key are settled with zeros.
+
+    Returns:
+        ``(probs, settled)``: dense probabilities ``(B, H, c, M)`` of the settled rows (zero
+        elsewhere) and ``(B, H, c, 1)`` bool, the settled rows.
+    """
+    P = vals.shape[-1]
+    K = min(32, P)
+    hit = allowed.gather(-1, keys) & torch.isfinite(vals)
+    top, pos = vals.masked_fill(~hit, float("-inf")).topk(K, dim=-1)
+    x = (top - top[..., :1]) / 2
+    tau, support = prefix_threshold(x.reshape(-1, K))
+    tau, support = tau.view(*x.shape[:-1], 1), support.view(*x.shape[:-1], 1)
+    y = torch.clamp(x - tau, min=0) ** 2
+    tail = vals[..., -1:]  # the P-th best valid logit: no allowed key left out scores above it
+    tail_zero = ~torch.isfinite(tail) | ((tail - top[..., :1]) / 2 <= tau)
+    found_all = hit.sum(-1, keepdim=True) < K
+    settled = torch.where(found_all, tail_zero, (support < K) & (y[..., -1:] == 0))
+    settled &= support > 0
+    empty = ~allowed.any(-1, keepdim=True)
+    y = torch.where(settled, y, 0.0)
+    probs = torch.zeros_like(allowed, dtype=vals.dtype).scatter_(-1, keys.gather(-1, pos), y)
+    return probs, settled | empty
 
 
 def _missing_gold(allowed: Tensor, gold: Graph, s: int, e: int) -> Tensor:
@@ -134,6 +201,7 @@ def output_error(
     causal: bool = False,
     reference: Tensor | None = None,
     gold: Graph | None = None,
+    ranked: tuple[Tensor, Tensor] | None = None,
 ) -> dict:
     """Relative error of α-entmax attention restricted to ``pred`` against full α-entmax.
 
@@ -159,6 +227,8 @@ def output_error(
         gold: the gold graph of the same inputs (:func:`~sparsebench.methods.gold_graph`),
             with ``reference``: rows whose prediction covers their gold support take the
             reference row instead of being solved again (the same values, less work).
+        ranked: :func:`top_logits` of the same inputs, lengths and causality: rows are solved
+            from them where they suffice (the same values, less work).
 
     Returns:
         ``{"output_error": value, "per_head": {"output_error": [H]}, "per_sequence":
@@ -187,7 +257,7 @@ def output_error(
     with torch.no_grad():
         if reference is None:
             reference = entmax_output(q, k, v, _full(q, k, lengths, causal), alpha)
-        approx = entmax_output(q, k, v, pred, alpha, gold=gold, reference=reference)
+        approx = entmax_output(q, k, v, pred, alpha, gold=gold, reference=reference, ranked=ranked)
     num = ((approx - reference).double() ** 2).sum((-1, -2))
     den = (reference.double() ** 2).sum((-1, -2))
     per = torch.where(den > 0, (num / den.clamp(min=1e-300)).sqrt(), float("nan")).cpu()

@@ -15,9 +15,9 @@ from collections.abc import Sequence
 import torch
 
 from sparsebench.datasets import QKData
-from sparsebench.methods import Graph, Method, gold_graph
+from sparsebench.methods import Graph, Method, gold_graph, to_scoring
 
-from .attention_error import output_error, reference_output
+from .attention_error import output_error, reference_output, top_logits
 from .breakdown import by_length, per_sequence
 from .metrics import average_layers, graph_metrics, macro_average
 
@@ -208,7 +208,7 @@ def evaluate_layer(
         q, k = batch.q.to(dev), batch.k.to(dev)
         v = None if batch.v is None else batch.v.to(dev)
         key = (layer, batch_size, bi)
-        gold, reference = _gold_and_reference(gold_cache, key, batch, q, k, v, data.alpha)
+        gold, reference, ranked = _gold_and_reference(gold_cache, key, batch, q, k, v, data.alpha)
         t0 = time.perf_counter()
         cache = None if predict_cache is None else predict_cache.setdefault(key, {})
         pred = method.predict(q, k, lengths=batch.lengths, causal=data.causal, cache=cache)
@@ -234,6 +234,7 @@ def evaluate_layer(
                 causal=data.causal,
                 reference=reference,
                 gold=gold,
+                ranked=ranked,
             )
             errors.append(err["per_sequence"]["output_error"])
     out: dict = {}
@@ -254,26 +255,38 @@ def evaluate_layer(
 
 
 def _gold_and_reference(cache: dict | None, key: tuple, batch, q, k, v, alpha: float):
-    """The gold graph and full-attention output (``None`` without values) of one batch.
+    """The gold graph, full-attention output and ranked logits of one batch.
 
-    Taken from ``cache`` when there, else computed (and stored when a cache is given).
+    The output and the ranked logits (:func:`~.attention_error.top_logits`, for α = 1.5) are
+    ``None`` without values. Taken from ``cache`` when there, else computed (and stored when a
+    cache is given).
     """
-    gold = None if cache is None else cache.get(key)
-    if gold is None:
-        gold = gold_graph(
-            q, k, alpha=alpha, lengths=batch.lengths, causal=batch.causal, with_probs=True
-        )
-        if cache is not None:
-            cache[key] = gold
+
+    def cached(name, make):
+        got = None if cache is None else cache.get((name, *key))
+        if got is None:
+            got = make()
+            if cache is not None:
+                cache[(name, *key)] = got
+        return got
+
+    lengths, causal = batch.lengths, batch.causal
+    gold = cached(
+        "gold",
+        lambda: gold_graph(q, k, alpha=alpha, lengths=lengths, causal=causal, with_probs=True),
+    )
     if v is None:
-        return gold, None
-    ref_key = ("reference", *key)
-    reference = None if cache is None else cache.get(ref_key)
-    if reference is None:
-        reference = reference_output(q, k, v, alpha, lengths=batch.lengths, causal=batch.causal)
-        if cache is not None:
-            cache[ref_key] = reference
-    return gold, reference
+        return gold, None, None
+    reference = cached(
+        "reference", lambda: reference_output(q, k, v, alpha, lengths=lengths, causal=causal)
+    )
+    ranked = None
+    if alpha == 1.5:
+        ranked = cached(
+            "ranked",
+            lambda: top_logits(to_scoring(q), to_scoring(k), lengths=lengths, causal=causal),
+        )
+    return gold, reference, ranked
 
 
 def evaluate(

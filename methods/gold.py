@@ -30,6 +30,7 @@ __all__ = [
     "attention_probs",
     "entmax15_probs",
     "entmax15_support",
+    "prefix_threshold",
     "entmax15_threshold",
     "gold_graph",
     "gold_rows",
@@ -74,7 +75,7 @@ def attention_probs(scores: Tensor, normalizer: str = "entmax", alpha: float = 1
     return torch.where(empty, 0.0, p)
 
 
-def _prefix_threshold(xs: Tensor) -> tuple[Tensor, Tensor]:
+def prefix_threshold(xs: Tensor) -> tuple[Tensor, Tensor]:
     """Threshold and support size of 1.5-entmax from row values sorted in descending order.
 
     ``xs`` holds ``(z - max(z)) / 2`` for the leading entries of each row (last dim). The
@@ -140,7 +141,7 @@ def entmax15_threshold(
         sub = rows if todo is None else rows[todo]
         vals, idx = torch.topk(sub, kk, dim=-1) if kk < M else torch.sort(sub, -1, True)
         x = (vals - vals[:, :1]) / 2 if from_logits else vals
-        tau, support = _prefix_threshold(x)
+        tau, support = prefix_threshold(x)
         if list_support:
             y = torch.clamp(x - tau, min=0) ** 2
             # Solved when the support is shorter than the prefix and the prefix's last value

@@ -15,9 +15,15 @@ import torch
 from entmax import entmax15
 
 from sparsebench import datasets, methods
-from sparsebench.bench.attention_error import output_error, reference_output
+from sparsebench.bench.attention_error import (
+    _entmax15_ranked,
+    entmax_output,
+    output_error,
+    reference_output,
+    top_logits,
+)
 from sparsebench.bench.evaluate import evaluate_layer
-from sparsebench.methods import Graph, attention_probs, gold_graph
+from sparsebench.methods import Graph, attention_logits, attention_probs, gold_graph
 from sparsebench.methods.gold import entmax15_probs
 from sparsebench.methods.sparsefinder_kmeans import kmeans
 
@@ -73,9 +79,32 @@ def test_output_error_with_gold_equals_the_plain_computation(syn_causal, spec):
     plain = output_error(q, k, v, pred, 1.5, lengths=lengths, causal=True)
     ref = reference_output(q, k, v, 1.5, lengths=lengths, causal=True)
     gold = gold_graph(q, k, alpha=1.5, lengths=lengths, causal=True, with_probs=True)
-    fast = output_error(q, k, v, pred, 1.5, lengths=lengths, causal=True, reference=ref, gold=gold)
-    a, b = plain["per_sequence"]["output_error"], fast["per_sequence"]["output_error"]
-    assert torch.allclose(a, b, atol=1e-6, rtol=0, equal_nan=True)
+    kw = {"lengths": lengths, "causal": True}
+    a = plain["per_sequence"]["output_error"]
+    # width 40 holds every key of these rows; width 4 leaves most rows to the full logits
+    for width in (40, 4):
+        ranked = top_logits(q, k, width=width, **kw)
+        for extra in ({"reference": ref, "gold": gold}, {}):
+            fast = output_error(q, k, v, pred, 1.5, ranked=ranked, **extra, **kw)
+            b = fast["per_sequence"]["output_error"]
+            assert torch.allclose(a, b, atol=1e-6, rtol=0, equal_nan=True), (width, extra.keys())
+    fast = output_error(q, k, v, pred, 1.5, reference=ref, gold=gold, **kw)
+    assert torch.allclose(a, fast["per_sequence"]["output_error"], atol=1e-6, equal_nan=True)
+
+
+def test_ranked_rows_give_entmax_over_the_allowed_keys_bit_for_bit(syn_bidir):
+    q, k, v, lengths = batch_of(syn_bidir)
+    pred = methods.create("random", density=0.4).predict(q, k, lengths=lengths, causal=False)
+    pred = pred.with_validity(lengths=lengths, causal=False)
+    plain = entmax_output(q, k, v, pred, 1.5)
+    ranked = top_logits(q, k, lengths=lengths, causal=False, width=3)
+    assert torch.equal(entmax_output(q, k, v, pred, 1.5, ranked=ranked), plain)
+    allowed = pred.to_dense()
+    probs, settled = _entmax15_ranked(allowed, *ranked)
+    assert 0 < settled.float().mean() < 1  # both kinds of rows occur
+    z = attention_logits(q, k).masked_fill(~allowed, float("-inf"))
+    rows = settled.squeeze(-1) & allowed.any(-1)
+    assert torch.equal(probs[rows], entmax15(z[rows], dim=-1))
 
 
 def test_output_error_refuses_a_gold_graph_of_another_shape(syn_causal):
