@@ -101,6 +101,14 @@ def cmd_datasets(args) -> int:
         data = import_sparsefinder(args.target, rescale_queries=args.rescale_queries)
         path = data.save(args.out)
         print(f"wrote {path} ({len(data)} sequences, causal={data.causal})")
+    elif action == "train" and args.target == "minilm-entmax-ft":
+        from sparsebench.bench.stats import macro_interval
+        from sparsebench.datasets.minilm_ft import train as finetune_minilm
+
+        path = finetune_minilm(
+            steps=args.steps, interval=lambda xs: macro_interval([xs], seed=0), log=echo
+        )
+        print(f"wrote {path}")
     elif action == "train":
         from sparsebench.datasets.shakespeare import train
 

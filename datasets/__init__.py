@@ -92,6 +92,12 @@ def _minilm(out: Path, log: Callable[[str], None]) -> Path:
     return build_minilm_entmax(out)
 
 
+def _minilm_ft(out: Path, log: Callable[[str], None]) -> Path:
+    from .minilm_ft import build_minilm_entmax_ft
+
+    return build_minilm_entmax_ft(out)
+
+
 #: Named datasets by name.
 DATASETS: dict[str, DatasetSpec] = {
     spec.name: spec
@@ -124,6 +130,13 @@ DATASETS: dict[str, DatasetSpec] = {
             "synthetic-causal",
             "small synthetic causal data for tests and examples",
             _synthetic(True),
+        ),
+        DatasetSpec(
+            "minilm-entmax-ft",
+            "all-MiniLM-L6-v2, q/k fine-tuned for entmax (extra `hf`)",
+            _minilm_ft,
+            task="embedding-fidelity",
+            model=MINILM_MODEL,
         ),
     )
 }

@@ -231,7 +231,7 @@ def test_terminal_tables_fit_in_100_columns(capsys, monkeypatch, tmp_path, argv)
     if argv[0] == "methods":  # one table: a row per method, nothing wrapped into a second block
         assert first[: len(methods.names())] == methods.names()
     else:
-        assert first[:5] == list(datasets.DATASETS)
+        assert first[: len(datasets.DATASETS)] == list(datasets.DATASETS)
         assert "2L x 4H, d=16, bidir" in lines[4] and lines[1].split()[:2] == [
             "shakespeare-lm",
             "no",

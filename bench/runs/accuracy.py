@@ -6,11 +6,13 @@ is restricted to the graph the method predicts from that layer's own queries and
 methods are fitted on the training split of the model's Q/K dataset, layer by layer). The
 bundled models are scored on windows of the held-out plays: next-token loss, accuracy and
 perplexity for the decoder (``next-token``), masked-token loss and accuracy for the encoder
-(``masked-token``, with a fixed, seeded masking). For the ``minilm-entmax`` encoder (``hf``
-extra) the figure is embedding fidelity (``embedding-fidelity``): the cosine similarity between
-each held-out sentence's mean-pooled embedding under full α-entmax attention and under the
-restricted attention. A query whose predicted row is empty attends to nothing — its attention
-output is zero — and never falls back to full attention.
+(``masked-token``, with a fixed, seeded masking). For the ``minilm-entmax`` and
+``minilm-entmax-ft`` encoders (``hf`` extra) the figure is embedding fidelity
+(``embedding-fidelity``): the cosine similarity between each held-out sentence's mean-pooled
+embedding under the restricted attention and under the reference, the same model's full
+α-entmax attention (for ``minilm-entmax-ft`` the fine-tuned model, not the softmax one). A
+query whose predicted row is empty attends to nothing — its attention output is zero — and
+never falls back to full attention.
 
 The reference row ``gold`` restricts attention to the gold α-entmax graph, which leaves it
 unchanged: it reproduces full attention.
@@ -233,8 +235,11 @@ def _task(
             minilm_model_path,
             minilm_texts,
         )
+        from sparsebench.datasets.minilm_ft import finetuned_model_dir
 
         model_dir = minilm_model_path()
+        if spec.name == "minilm-entmax-ft":  # the base with the delta the data was built from
+            model_dir = finetuned_model_dir(expect_sha256=data.meta.get("delta_sha256", ""))
         # Every held-out sentence, or that many evenly spaced (32: the sentences of the
         # dataset's eval split).
         texts = minilm_texts("eval")
