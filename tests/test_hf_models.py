@@ -37,7 +37,8 @@ SMALL["max_position_embeddings"] = 64
 SMALL["initializer_range"] = 0.5
 
 
-def _tokenizer():
+def word_tokenizer():
+    """A word-level tokenizer of :data:`WORDS`, for the tiny BERTs built from configs."""
     from tokenizers import Tokenizer, models, pre_tokenizers
 
     vocab = {"[PAD]": 0, "[UNK]": 1, **{w: i + 2 for i, w in enumerate(WORDS)}}
@@ -79,7 +80,7 @@ def _save(root, name, build):
     torch.manual_seed(0)
     path = root / name
     build().save_pretrained(path)
-    _tokenizer().save_pretrained(path)
+    word_tokenizer().save_pretrained(path)
     return path
 
 
@@ -99,7 +100,7 @@ def extracted(model_dirs):
 
 
 def _batch(texts):
-    return _tokenizer()(texts, padding=True, return_tensors="pt")
+    return word_tokenizer()(texts, padding=True, return_tensors="pt")
 
 
 def _eager(path, texts, *, entmax=True):

@@ -18,7 +18,8 @@ pytest.importorskip("safetensors")
 from sparsebench.datasets import DATASETS, DatasetError, hf, sha256_file  # noqa: E402
 from sparsebench.datasets import minilm_ft as ft  # noqa: E402
 
-WORDS = "to be or not that is the question good night sweet prince now winter of our".split()
+from .test_hf_models import WORDS, word_tokenizer  # noqa: E402
+
 TEXTS = [
     "good night sweet prince",
     "to be or not to be that is the question now good night",
@@ -27,17 +28,6 @@ TEXTS = [
 ]
 RECIPE = ft.Recipe(steps=20, lr=1e-3, batch_size=4, seed=0, max_length=32)
 TRAIN_HINT = "run `sparsebench datasets train minilm-entmax-ft`"
-
-
-def _tokenizer():
-    from tokenizers import Tokenizer, models, pre_tokenizers
-
-    vocab = {"[PAD]": 0, "[UNK]": 1, **{w: i + 2 for i, w in enumerate(WORDS)}}
-    tk = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    tk.pre_tokenizer = pre_tokenizers.Whitespace()
-    return transformers.PreTrainedTokenizerFast(
-        tokenizer_object=tk, unk_token="[UNK]", pad_token="[PAD]"
-    )
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -62,7 +52,7 @@ def model_dir(tmp_path_factory):
     )
     path = tmp_path_factory.mktemp("tiny-bert")
     transformers.BertModel(cfg).save_pretrained(path)
-    _tokenizer().save_pretrained(path)
+    word_tokenizer().save_pretrained(path)
     return path
 
 
@@ -74,7 +64,7 @@ def tuned(model_dir):
 
 
 def _batch(texts=TEXTS):
-    return dict(_tokenizer()(texts, padding=True, return_tensors="pt"))
+    return dict(word_tokenizer()(texts, padding=True, return_tensors="pt"))
 
 
 def _fresh(model_dir):
