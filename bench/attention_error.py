@@ -28,7 +28,7 @@ from sparsebench.methods import (
     check_qk,
     to_scoring,
 )
-from sparsebench.methods.gold import entmax15_probs, prefix_threshold
+from sparsebench.methods.gold import entmax15_probs, entmax15_threshold, prefix_threshold
 
 __all__ = ["entmax_output", "output_error", "reference_output", "top_logits"]
 
@@ -104,34 +104,128 @@ def top_logits(
 def _entmax15_ranked(allowed: Tensor, vals: Tensor, keys: Tensor) -> tuple[Tensor, Tensor]:
     """1.5-entmax over ``allowed`` keys from each row's best valid logits (:func:`top_logits`).
 
-    The allowed keys among a row's ``P`` best come out in descending order; the threshold of the
-    first ``K = 32`` of them (the arithmetic of
-    :func:`~sparsebench.methods.gold.entmax15_threshold`) is the row's exact one when every
-    allowed key left out scores zero: either ``K`` were found and the ``K``-th scores zero, or
-    fewer were found and the ``P``-th best logit, above every allowed key not seen, scores zero
-    (or the row has no more valid keys). Rows with no allowed key are settled with zeros.
+    Dense form of :func:`_ranked_rows`: ``(probs, settled)``, the probabilities ``(B, H, c, M)``
+    of the settled rows (zero elsewhere) and ``(B, H, c, 1)`` bool, the settled rows. Rows with
+    no allowed key are settled with zeros.
+    """
+    M = allowed.shape[-1]
+    lead = allowed.shape[:-1]
+    y, key, settled = _ranked_rows(
+        allowed.reshape(-1, M), vals.reshape(-1, vals.shape[-1]), keys.reshape(-1, keys.shape[-1])
+    )
+    y = torch.where(settled.unsqueeze(-1), y, 0.0)
+    probs = torch.zeros(len(y), M, dtype=vals.dtype, device=vals.device).scatter_(-1, key, y)
+    empty = ~allowed.any(-1, keepdim=True)
+    return probs.view(*lead, M), settled.view(*lead, 1) | empty
+
+
+def _ranked_rows(allowed: Tensor, vals: Tensor, keys: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """1.5-entmax of rows ``(R, M)`` of ``allowed`` keys from their best valid logits.
+
+    ``vals, keys`` (``(R, P)``) are the rows' :func:`top_logits`. The allowed keys among a row's
+    ``P`` best come out in descending order; the threshold of the first ``K = 32`` of them (the
+    arithmetic of :func:`~sparsebench.methods.gold.entmax15_threshold`) is the row's exact one
+    when every allowed key left out scores zero: either ``K`` were found and the ``K``-th scores
+    zero, or fewer were found and the ``P``-th best logit, above every allowed key not seen,
+    scores zero (or the row has no more valid keys).
 
     Returns:
-        ``(probs, settled)``: dense probabilities ``(B, H, c, M)`` of the settled rows (zero
-        elsewhere) and ``(B, H, c, 1)`` bool, the settled rows.
+        ``(probs, keys, settled)``: ``(R, K)`` probabilities of ``(R, K)`` key positions (valid
+        only in settled rows) and ``(R,)`` bool, the rows settled (a row with no allowed key is
+        not).
     """
     P = vals.shape[-1]
     K = min(32, P)
     hit = allowed.gather(-1, keys) & torch.isfinite(vals)
     top, pos = vals.masked_fill(~hit, float("-inf")).topk(K, dim=-1)
     x = (top - top[..., :1]) / 2
-    tau, support = prefix_threshold(x.reshape(-1, K))
-    tau, support = tau.view(*x.shape[:-1], 1), support.view(*x.shape[:-1], 1)
+    tau, support = prefix_threshold(x)
     y = torch.clamp(x - tau, min=0) ** 2
     tail = vals[..., -1:]  # the P-th best valid logit: no allowed key left out scores above it
     tail_zero = ~torch.isfinite(tail) | ((tail - top[..., :1]) / 2 <= tau)
-    found_all = hit.sum(-1, keepdim=True) < K
+    found_all = hit.view(torch.uint8).sum(-1, keepdim=True, dtype=torch.int32) < K
     settled = torch.where(found_all, tail_zero, (support < K) & (y[..., -1:] == 0))
     settled &= support > 0
-    empty = ~allowed.any(-1, keepdim=True)
-    y = torch.where(settled, y, 0.0)
-    probs = torch.zeros_like(allowed, dtype=vals.dtype).scatter_(-1, keys.gather(-1, pos), y)
-    return probs, settled | empty
+    return y, keys.gather(-1, pos), settled.squeeze(-1)
+
+
+#: Rows with at most this many allowed keys get their logits at those keys only; and the rows
+#: so handled at a time (their gathered keys stay a few tens of MB).
+_FEW, _ROWS = 96, 2048
+
+
+def missing_rows_error(
+    q: Tensor, k: Tensor, v: Tensor, graph: Graph, gold: Graph, reference: Tensor, ranked
+) -> Tensor:
+    """``‖attn_Ĝ − attn_G‖²`` per ``(B, H)`` (float64), from the rows that miss a gold key.
+
+    A row whose allowed keys include its gold support has the reference output, so only the
+    other rows are solved, as key lists: from their ranked logits (:func:`_ranked_rows`) where
+    those settle them, else from their full logits row (:func:`entmax15_threshold`); each row's
+    output is its listed probabilities times the listed values. Inputs as in
+    :func:`entmax_output`, α = 1.5.
+    """
+    from .metrics import count_true
+
+    B, H, N, _ = q.shape
+    M, Dv = k.shape[2], v.shape[-1]
+    num = torch.zeros(B * H, dtype=torch.float64, device=q.device)
+    values = v.reshape(B * H * M, Dv)
+    for s, e in graph.row_chunks():
+        c = e - s
+        allowed = graph.slab(s, e).to(q.device)
+        rows = torch.nonzero(_missing_gold(allowed, gold, s, e).reshape(-1)).squeeze(-1)
+        if rows.numel() == 0:
+            continue
+        bh = torch.div(rows, c, rounding_mode="floor")
+        rows_allowed = allowed.reshape(-1, M)[rows]
+        P = ranked[0].shape[-1]
+        y, key, settled = _ranked_rows(
+            rows_allowed,
+            ranked[0][:, :, s:e].reshape(-1, P)[rows],
+            ranked[1][:, :, s:e].reshape(-1, P)[rows],
+        )
+        out = torch.zeros(len(rows), Dv, dtype=v.dtype, device=v.device)
+        done = torch.nonzero(settled).squeeze(-1)
+        out[done] = _listed_output(y[done], key[done], bh[done], values, M)
+        n_allowed = count_true(rows_allowed, lead=1)
+        unsettled = ~settled & (n_allowed > 0)
+        few = torch.nonzero(unsettled & (n_allowed <= _FEW)).squeeze(-1)
+        rest = torch.nonzero(unsettled & (n_allowed > _FEW)).squeeze(-1)
+        for at in few.split(_ROWS) if few.numel() else ():  # logits at allowed keys only
+            keys = rows_allowed[at].to(torch.uint8).topk(int(n_allowed[at].max()), dim=-1)
+            qr = q[:, :, s:e].reshape(-1, q.shape[-1])[rows[at]] * q.shape[-1] ** -0.5
+            kr = k.reshape(B * H, M, -1)[bh[at].unsqueeze(-1), keys.indices]
+            z = torch.einsum("rd,rwd->rw", qr, kr).masked_fill_(keys.values == 0, float("-inf"))
+            for part in entmax15_threshold(z, 32, from_logits=True, list_support=True):
+                sub = at if part.rows is None else at[part.rows]
+                listed = keys.indices if part.rows is None else keys.indices[part.rows]
+                key_at = listed.gather(-1, part.index)
+                out[sub] = _listed_output(part.probs, key_at, bh[sub], values, M)
+        if rest.numel():
+            z = attention_logits(q[:, :, s:e], k).reshape(-1, M)[rows[rest]]
+            z.masked_fill_(~rows_allowed[rest], float("-inf"))
+            for part in entmax15_threshold(z, 32, from_logits=True, list_support=True):
+                at = rest if part.rows is None else rest[part.rows]
+                out[at] = _listed_output(part.probs, part.index, bh[at], values, M)
+        ref = reference[:, :, s:e].reshape(-1, Dv)[rows]
+        num.index_add_(0, bh, ((out - ref).double() ** 2).sum(-1))
+    return num.view(B, H)
+
+
+def _listed_output(probs: Tensor, keys: Tensor, bh: Tensor, values: Tensor, M: int) -> Tensor:
+    """``Σ_j probs[r, j] · v[bh[r], keys[r, j]]`` per row ``r``: ``(R, Dv)``.
+
+    The listed values are gathered ``_ROWS`` rows at a time, so the copy stays small.
+    """
+    R, K = probs.shape
+    out = values.new_empty(R, values.shape[-1])
+    cols = keys + bh.unsqueeze(-1) * M
+    for s in range(0, R, _ROWS):
+        e = min(R, s + _ROWS)
+        listed = values[cols[s:e].reshape(-1)].view(e - s, K, -1)
+        out[s:e] = torch.bmm(probs[s:e].unsqueeze(1), listed).squeeze(1)
+    return out
 
 
 def _missing_gold(allowed: Tensor, gold: Graph, s: int, e: int) -> Tensor:
@@ -257,8 +351,13 @@ def output_error(
     with torch.no_grad():
         if reference is None:
             reference = entmax_output(q, k, v, _full(q, k, lengths, causal), alpha)
-        approx = entmax_output(q, k, v, pred, alpha, gold=gold, reference=reference, ranked=ranked)
-    num = ((approx - reference).double() ** 2).sum((-1, -2))
+        if gold is not None and ranked is not None and alpha == 1.5:
+            num = missing_rows_error(q, k, v, pred, gold, reference, ranked)
+        else:
+            approx = entmax_output(
+                q, k, v, pred, alpha, gold=gold, reference=reference, ranked=ranked
+            )
+            num = ((approx - reference).double() ** 2).sum((-1, -2))
     den = (reference.double() ** 2).sum((-1, -2))
     per = torch.where(den > 0, (num / den.clamp(min=1e-300)).sqrt(), float("nan")).cpu()
     value, per_head = macro_average(per)

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 
 from sparsebench.datasets import QKData
-from sparsebench.methods import Graph, Method, gold_graph, to_scoring
+from sparsebench.methods import Method, gold_graph, to_scoring
 
 from .attention_error import output_error, reference_output, top_logits
 from .breakdown import by_length, per_sequence
@@ -217,7 +217,7 @@ def evaluate_layer(
             predict_s += cache.get("reused_s", 0.0)
         if len(list(pred.row_chunks())) == 1:
             # Metrics and output error read the same rows: lay the edges out once.
-            pred = Graph.from_dense(pred.to_dense(), lengths=pred.lengths, causal=pred.causal)
+            pred = pred.materialize()
         m = graph_metrics(pred, gold, probs=gold, block_size=block_size)
         for name, val in m["per_sequence"].items():
             pooled.setdefault(name, []).append(val)

@@ -97,9 +97,15 @@ class Graph:
 
     def with_validity(self, *, lengths: Tensor | None = None, causal: bool | None = None) -> Graph:
         """The same parts under other lengths / causality."""
+        same = (causal is None or bool(causal) == self.causal) and (
+            lengths is None or _same_lengths(self.lengths, lengths)
+        )
+        parts = self.parts
+        if not same:  # a laid-out mask was valid for the old lengths only
+            parts = [DenseMask(p.mask) if isinstance(p, DenseMask) else p for p in parts]
         return Graph(
             self.shape,
-            self.parts,
+            parts,
             lengths=self.lengths if lengths is None else lengths,
             causal=self.causal if causal is None else causal,
         )
@@ -139,9 +145,12 @@ class Graph:
 
         With ``expand=False`` the batch and head dims stay 1 where no part depends on them
         (bands, global tokens), so head-independent structure is built once, not per head.
+        A :meth:`materialize`-d graph returns views of its mask.
         """
         B, H, N, M = self.shape
         start, stop = max(0, start), min(N, stop)
+        if len(self.parts) == 1 and isinstance(self.parts[0], DenseMask) and self.parts[0].valid:
+            return self.parts[0].mask[:, :, start:stop]
         out = self.valid_slab(start, stop).to(self.device)
         edges = None
         for p in self.parts:
@@ -162,6 +171,17 @@ class Graph:
     def to_dense(self) -> Tensor:
         """All edges as a bool ``(B, H, N, M)`` tensor."""
         return self.slab(0, self.shape[2])
+
+    def materialize(self) -> Graph:
+        """The graph with its edges laid out once (validity applied): later slabs are views.
+
+        For code that reads the same rows several times (metrics, then the output error); it
+        holds the whole ``(B, H, N, M)`` mask, so use it where one slab covers every row.
+        """
+        mask = self.to_dense()
+        return Graph(
+            self.shape, [DenseMask(mask, valid=True)], lengths=self.lengths, causal=self.causal
+        )
 
     # -- for your own model --------------------------------------------------------------
     def to_block_mask(
@@ -249,3 +269,7 @@ class Graph:
     def __repr__(self) -> str:
         kinds = ", ".join(type(p).__name__ for p in self.parts) or "no parts"
         return f"Graph(shape={self.shape}, causal={self.causal}, parts=[{kinds}])"
+
+
+def _same_lengths(a: Tensor | None, b: Tensor) -> bool:
+    return a is not None and a.shape == b.shape and bool(torch.equal(a.cpu(), b.cpu()))

@@ -53,15 +53,20 @@ class Part:
 
 @dataclass(frozen=True, eq=False)
 class DenseMask(Part):
-    """An explicit bool mask ``(B|1, H|1, N, M)``."""
+    """An explicit bool mask ``(B|1, H|1, N, M)``.
+
+    ``valid`` marks a full ``(B, H, N, M)`` mask that holds only valid pairs of its graph
+    (:meth:`~sparsebench.methods.Graph.materialize`): its slabs are views, with no validity step.
+    """
 
     mask: Tensor
+    valid: bool = False
 
     def slab(self, start, stop, shape):  # noqa: D102
         return self.mask[:, :, start:stop]
 
     def index_batch(self, index):  # noqa: D102
-        return self if self.mask.shape[0] == 1 else DenseMask(self.mask[index])
+        return self if self.mask.shape[0] == 1 else DenseMask(self.mask[index], self.valid)
 
 
 @dataclass(frozen=True, eq=False)

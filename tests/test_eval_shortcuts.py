@@ -178,3 +178,38 @@ def test_token_streams_encode_once_and_hand_out_copies(monkeypatch):
     second = train.token_streams(Tok())
     assert len(calls) == 2 and len(second["eval"]) == 1
     assert second["train"][0].tolist() == [2, 1]
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 7, 5), (1, 2, 300, 508), (3, 1, 64, 1100), (2, 2, 0, 4)])
+def test_count_true_and_blocks_equal_plain_sums(shape):
+    from sparsebench.bench.metrics import _blocks, count_true
+
+    g = torch.Generator().manual_seed(sum(shape))
+    mask = torch.rand(shape, generator=g) < 0.4
+    assert torch.equal(count_true(mask, lead=2), mask.sum((-1, -2)).int())
+    assert torch.equal(count_true(mask, lead=3), mask.sum(-1).int())
+    if shape[2]:
+        odd = mask[:, :, 1:]  # not contiguous
+        assert torch.equal(count_true(odd, lead=2), odd.sum((-1, -2)).int())
+    for bs in (1, 8, 64):
+        B, H, c, M = shape
+        if not c:
+            continue
+        pad = torch.nn.functional.pad(mask, (0, (-M) % bs, 0, (-c) % bs))
+        plain = pad.view(B, H, pad.shape[2] // bs, bs, pad.shape[3] // bs, bs).any(-1).any(-2)
+        assert torch.equal(_blocks(mask, bs), plain)
+
+
+def test_materialized_graph_slabs_are_its_valid_edges_and_lose_the_shortcut_on_new_lengths():
+    g = torch.Generator().manual_seed(3)
+    mask = torch.rand(2, 2, 9, 9, generator=g) < 0.5
+    lengths = torch.tensor([9, 5])
+    graph = Graph.from_dense(mask, lengths=lengths, causal=True)
+    mat = graph.materialize()
+    assert torch.equal(mat.slab(2, 7), graph.slab(2, 7))
+    assert mat.with_validity(lengths=lengths.clone()).parts[0].valid  # same lengths: kept
+    shorter = mat.with_validity(lengths=torch.tensor([4, 4]))
+    assert not shorter.parts[0].valid
+    assert torch.equal(
+        shorter.to_dense(), graph.with_validity(lengths=torch.tensor([4, 4])).to_dense()
+    )
