@@ -15,6 +15,8 @@ zero. Other α use bisection over the whole row.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import Tensor
 
@@ -29,6 +31,8 @@ from sparsebench.methods import (
     to_scoring,
 )
 from sparsebench.methods.gold import entmax15_probs, entmax15_threshold, prefix_threshold
+
+from .masks import count_true
 
 __all__ = ["entmax_output", "output_error", "reference_output", "top_logits"]
 
@@ -114,7 +118,8 @@ def _entmax15_ranked(allowed: Tensor, vals: Tensor, keys: Tensor) -> tuple[Tenso
         allowed.reshape(-1, M), vals.reshape(-1, vals.shape[-1]), keys.reshape(-1, keys.shape[-1])
     )
     y = torch.where(settled.unsqueeze(-1), y, 0.0)
-    probs = torch.zeros(len(y), M, dtype=vals.dtype, device=vals.device).scatter_(-1, key, y)
+    # Unused slots list key 0 with probability 0: adding keeps a listed key 0 intact.
+    probs = torch.zeros(len(y), M, dtype=vals.dtype, device=vals.device).scatter_add_(-1, key, y)
     empty = ~allowed.any(-1, keepdim=True)
     return probs.view(*lead, M), settled.view(*lead, 1) | empty
 
@@ -137,16 +142,21 @@ def _ranked_rows(allowed: Tensor, vals: Tensor, keys: Tensor) -> tuple[Tensor, T
     P = vals.shape[-1]
     K = min(32, P)
     hit = allowed.gather(-1, keys) & torch.isfinite(vals)
-    top, pos = vals.masked_fill(~hit, float("-inf")).topk(K, dim=-1)
+    # The first K allowed keys of each (descending) row, in order: each hit goes to the slot of
+    # its rank; later hits and misses go to a spare slot K that is dropped.
+    rank = hit.cumsum(-1)
+    slot = torch.where(hit, rank - 1, K).clamp_(max=K)
+    top = vals.new_full((len(vals), K + 1), float("-inf")).scatter_(-1, slot, vals)[:, :K]
+    listed = keys.new_zeros(len(keys), K + 1).scatter_(-1, slot, keys)[:, :K]
     x = (top - top[..., :1]) / 2
     tau, support = prefix_threshold(x)
     y = torch.clamp(x - tau, min=0) ** 2
     tail = vals[..., -1:]  # the P-th best valid logit: no allowed key left out scores above it
     tail_zero = ~torch.isfinite(tail) | ((tail - top[..., :1]) / 2 <= tau)
-    found_all = hit.view(torch.uint8).sum(-1, keepdim=True, dtype=torch.int32) < K
+    found_all = rank[..., -1:] < K
     settled = torch.where(found_all, tail_zero, (support < K) & (y[..., -1:] == 0))
     settled &= support > 0
-    return y, keys.gather(-1, pos), settled.squeeze(-1)
+    return y, listed, settled.squeeze(-1)
 
 
 #: Rows with at most this many allowed keys get their logits at those keys only; and the rows
@@ -165,8 +175,6 @@ def missing_rows_error(
     output is its listed probabilities times the listed values. Inputs as in
     :func:`entmax_output`, α = 1.5.
     """
-    from .metrics import count_true
-
     B, H, N, _ = q.shape
     M, Dv = k.shape[2], v.shape[-1]
     num = torch.zeros(B * H, dtype=torch.float64, device=q.device)
@@ -216,16 +224,16 @@ def missing_rows_error(
 def _listed_output(probs: Tensor, keys: Tensor, bh: Tensor, values: Tensor, M: int) -> Tensor:
     """``Σ_j probs[r, j] · v[bh[r], keys[r, j]]`` per row ``r``: ``(R, Dv)``.
 
-    The listed values are gathered ``_ROWS`` rows at a time, so the copy stays small.
+    One sparse (CSR) product over the listed entries with a non-zero probability.
     """
-    R, K = probs.shape
-    out = values.new_empty(R, values.shape[-1])
-    cols = keys + bh.unsqueeze(-1) * M
-    for s in range(0, R, _ROWS):
-        e = min(R, s + _ROWS)
-        listed = values[cols[s:e].reshape(-1)].view(e - s, K, -1)
-        out[s:e] = torch.bmm(probs[s:e].unsqueeze(1), listed).squeeze(1)
-    return out
+    nonzero = probs != 0
+    crow = torch.zeros(len(probs) + 1, dtype=torch.long, device=probs.device)
+    torch.cumsum(nonzero.sum(-1), 0, out=crow[1:])
+    cols = (keys + bh.unsqueeze(-1) * M)[nonzero]
+    with warnings.catch_warnings():  # torch calls its CSR support beta
+        warnings.simplefilter("ignore", UserWarning)
+        mat = torch.sparse_csr_tensor(crow, cols, probs[nonzero], (len(probs), values.shape[0]))
+        return mat @ values
 
 
 def _missing_gold(allowed: Tensor, gold: Graph, s: int, e: int) -> Tensor:

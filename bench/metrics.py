@@ -31,12 +31,12 @@ from torch import Tensor
 from sparsebench.methods import Graph, RowIndex, as_lengths, real_tokens
 
 from .attention_error import output_error
+from .masks import block_occupancy, count_true
 
 __all__ = [
     "METRICS",
     "Metric",
     "average_layers",
-    "count_true",
     "graph_metrics",
     "macro_average",
     "output_error",
@@ -214,7 +214,7 @@ def graph_metrics(
                 mass += torch.where(hit, gs["w"], 0.0).sum((-1, -2), dtype=torch.float64)
                 mass_tot += gs["mass_tot"]
             if block_size is not None:
-                kept_blocks += _blocks(p, bs).sum((-1, -2))
+                kept_blocks += block_occupancy(p, bs).sum((-1, -2))
                 gold_blocks += gs["blocks"]
             continue
         g = gold.slab(s, e).to(dev)
@@ -231,25 +231,49 @@ def graph_metrics(
             mass += torch.where(p, w, 0.0).sum((-1, -2))
             mass_tot += w.sum((-1, -2))
         if block_size is not None:
-            kept_blocks += _blocks(p, bs).sum((-1, -2))
-            gold_blocks += _blocks(g, bs).sum((-1, -2))
+            kept_blocks += block_occupancy(p, bs).sum((-1, -2))
+            gold_blocks += block_occupancy(g, bs).sum((-1, -2))
 
-    valid = pred.num_valid().to(dev, torch.float64).view(B, 1)
+    sums = {"inter": inter, "n_gold": n_gold, "n_pred": n_pred, "exact_rows": exact_rows}
+    if probs is not None:
+        sums.update(mass=mass, mass_tot=mass_tot)
+    if block_size is not None:
+        sums.update(kept_blocks=kept_blocks, gold_blocks=gold_blocks)
+    return finish_metrics(sums, pred.num_valid().to(dev), L, causal, block_size)
+
+
+def finish_metrics(
+    sums: dict[str, Tensor], valid: Tensor, L: Tensor, causal: bool, block_size: int | None
+) -> dict:
+    """The figures of :func:`graph_metrics` from its per-(sequence, head) counts.
+
+    ``sums`` holds ``(B, H)`` tensors: ``inter``, ``n_gold``, ``n_pred``, ``exact_rows``, and
+    optionally ``mass`` with ``mass_tot`` (mass recall) and ``kept_blocks`` with
+    ``gold_blocks`` (block sparsity, with ``block_size``). ``valid`` is each sequence's count of
+    valid pairs and ``L`` its length.
+    """
+    inter, n_gold, n_pred = sums["inter"], sums["n_gold"], sums["n_pred"]
+    B = len(L)
+    dev = inter.device
+    valid = valid.to(dev, torch.float64).view(B, 1)
     seq_ok = valid > 0
     nan = torch.tensor(float("nan"), dtype=torch.float64, device=dev)
     per_seq: dict[str, Tensor] = {
         "recall": torch.where(n_gold > 0, inter / n_gold.clamp(min=1), nan),
         "sparsity": torch.where(seq_ok, 1 - n_pred / valid.clamp(min=1), nan),
-        "exact": torch.where(L.view(B, 1) > 0, exact_rows / L.view(B, 1).clamp(min=1), nan),
+        "exact": torch.where(L.view(B, 1) > 0, sums["exact_rows"] / L.view(B, 1).clamp(min=1), nan),
         "precision": torch.where(n_pred > 0, inter / n_pred.clamp(min=1), nan),
         "gold_sparsity": torch.where(seq_ok, 1 - n_gold / valid.clamp(min=1), nan),
     }
-    if probs is not None:
+    if "mass" in sums:
+        mass, mass_tot = sums["mass"], sums["mass_tot"]
         per_seq["mass_recall"] = torch.where(mass_tot > 0, mass / mass_tot.clamp(min=1e-300), nan)
-    if block_size is not None:
+    if "kept_blocks" in sums:
+        bs = block_size or 1
         nb = (L + bs - 1) // bs
         vb = (nb * (nb + 1) // 2 if causal else nb * nb).to(torch.float64).view(B, 1)
-        per_seq["block_sparsity"] = torch.where(vb > 0, 1 - kept_blocks / vb.clamp(min=1), nan)
+        kept, gold_blocks = sums["kept_blocks"], sums["gold_blocks"]
+        per_seq["block_sparsity"] = torch.where(vb > 0, 1 - kept / vb.clamp(min=1), nan)
         per_seq["gold_block_sparsity"] = torch.where(vb > 0, 1 - gold_blocks / vb.clamp(min=1), nan)
 
     per_seq = {name: v.cpu() for name, v in per_seq.items()}
@@ -335,44 +359,6 @@ def _row_blocks(idx: Tensor, ok: Tensor, s: int, e: int, bs: int, M: int) -> Ten
 def _count(mask: Tensor) -> Tensor:
     """Edges per (B, H) of a bool slab (:func:`count_true` over its last two dims)."""
     return count_true(mask, lead=2)
-
-
-def count_true(mask: Tensor, lead: int) -> Tensor:
-    """``True`` entries of a bool tensor per index of its first ``lead`` dims (int32).
-
-    The bytes are summed four at a time as int32 words, 255 words per group so that no byte
-    lane of a sum overflows, then the lanes are added: the exact count, several times faster
-    than summing the bytes one by one.
-    """
-    shape = mask.shape[:lead]
-    if mask.numel() == 0:
-        return torch.zeros(shape, dtype=torch.int32, device=mask.device)
-    flat = mask.reshape(math.prod(shape), -1).view(torch.uint8)
-    group = 4 * 255
-    pad = (-flat.shape[1]) % group
-    if pad:
-        flat = torch.nn.functional.pad(flat, (0, pad))
-    flat = flat.contiguous()
-    words = flat.view(torch.int32).view(flat.shape[0], -1, 255).sum(-1, dtype=torch.int32)
-    return words.view(torch.uint8).view(flat.shape[0], -1).sum(-1, dtype=torch.int32).view(shape)
-
-
-def _blocks(mask: Tensor, bs: int) -> Tensor:
-    """Which (bs x bs) blocks of a row slab hold an edge: (B, H, c/bs, ceil(M/bs)).
-
-    Where ``bs`` is a multiple of 8, rows are read eight bytes at a time (as int64 words).
-    """
-    B, H, c, M = mask.shape
-    pad_r, pad_c = (-c) % bs, (-M) % bs
-    m = mask.view(torch.uint8)
-    if pad_r or pad_c:
-        m = torch.nn.functional.pad(m, (0, pad_c, 0, pad_r))
-    elif not m.is_contiguous():
-        m = m.contiguous()
-    rows, cols = (c + pad_r) // bs, (M + pad_c) // bs
-    if bs % 8 == 0:
-        return m.view(torch.int64).view(B, H, rows, bs, cols, bs // 8).amax(dim=(-1, -3)) != 0
-    return m.view(B, H, rows, bs, cols, bs).amax(dim=(-1, -3)) > 0
 
 
 def average_layers(per_layer: Iterable[Mapping[str, float]]) -> dict[str, float]:

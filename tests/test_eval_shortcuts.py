@@ -182,7 +182,7 @@ def test_token_streams_encode_once_and_hand_out_copies(monkeypatch):
 
 @pytest.mark.parametrize("shape", [(2, 3, 7, 5), (1, 2, 300, 508), (3, 1, 64, 1100), (2, 2, 0, 4)])
 def test_count_true_and_blocks_equal_plain_sums(shape):
-    from sparsebench.bench.metrics import _blocks, count_true
+    from sparsebench.bench.masks import block_occupancy, count_true
 
     g = torch.Generator().manual_seed(sum(shape))
     mask = torch.rand(shape, generator=g) < 0.4
@@ -197,7 +197,7 @@ def test_count_true_and_blocks_equal_plain_sums(shape):
             continue
         pad = torch.nn.functional.pad(mask, (0, (-M) % bs, 0, (-c) % bs))
         plain = pad.view(B, H, pad.shape[2] // bs, bs, pad.shape[3] // bs, bs).any(-1).any(-2)
-        assert torch.equal(_blocks(mask, bs), plain)
+        assert torch.equal(block_occupancy(mask, bs), plain)
 
 
 def test_materialized_graph_slabs_are_its_valid_edges_and_lose_the_shortcut_on_new_lengths():
