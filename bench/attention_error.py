@@ -34,7 +34,15 @@ from sparsebench.methods.gold import entmax15_probs, entmax15_threshold, prefix_
 
 from .masks import count_true
 
-__all__ = ["entmax_output", "output_error", "reference_output", "top_logits"]
+__all__ = [
+    "entmax_output",
+    "missing_rows_error",
+    "output_error",
+    "reference_output",
+    "relative_error",
+    "rows_error",
+    "top_logits",
+]
 
 
 def entmax_output(
@@ -170,55 +178,84 @@ def missing_rows_error(
     """``‖attn_Ĝ − attn_G‖²`` per ``(B, H)`` (float64), from the rows that miss a gold key.
 
     A row whose allowed keys include its gold support has the reference output, so only the
-    other rows are solved, as key lists: from their ranked logits (:func:`_ranked_rows`) where
-    those settle them, else from their full logits row (:func:`entmax15_threshold`); each row's
-    output is its listed probabilities times the listed values. Inputs as in
-    :func:`entmax_output`, α = 1.5.
+    other rows are solved (:func:`rows_error`). Inputs as in :func:`entmax_output`, α = 1.5.
     """
     B, H, N, _ = q.shape
-    M, Dv = k.shape[2], v.shape[-1]
     num = torch.zeros(B * H, dtype=torch.float64, device=q.device)
-    values = v.reshape(B * H * M, Dv)
     for s, e in graph.row_chunks():
-        c = e - s
         allowed = graph.slab(s, e).to(q.device)
         rows = torch.nonzero(_missing_gold(allowed, gold, s, e).reshape(-1)).squeeze(-1)
-        if rows.numel() == 0:
-            continue
-        bh = torch.div(rows, c, rounding_mode="floor")
-        rows_allowed = allowed.reshape(-1, M)[rows]
-        P = ranked[0].shape[-1]
-        y, key, settled = _ranked_rows(
-            rows_allowed,
-            ranked[0][:, :, s:e].reshape(-1, P)[rows],
-            ranked[1][:, :, s:e].reshape(-1, P)[rows],
-        )
-        out = torch.zeros(len(rows), Dv, dtype=v.dtype, device=v.device)
-        done = torch.nonzero(settled).squeeze(-1)
-        out[done] = _listed_output(y[done], key[done], bh[done], values, M)
-        n_allowed = count_true(rows_allowed, lead=1)
-        unsettled = ~settled & (n_allowed > 0)
-        few = torch.nonzero(unsettled & (n_allowed <= _FEW)).squeeze(-1)
-        rest = torch.nonzero(unsettled & (n_allowed > _FEW)).squeeze(-1)
-        for at in few.split(_ROWS) if few.numel() else ():  # logits at allowed keys only
-            keys = rows_allowed[at].to(torch.uint8).topk(int(n_allowed[at].max()), dim=-1)
-            qr = q[:, :, s:e].reshape(-1, q.shape[-1])[rows[at]] * q.shape[-1] ** -0.5
-            kr = k.reshape(B * H, M, -1)[bh[at].unsqueeze(-1), keys.indices]
-            z = torch.einsum("rd,rwd->rw", qr, kr).masked_fill_(keys.values == 0, float("-inf"))
-            for part in entmax15_threshold(z, 32, from_logits=True, list_support=True):
-                sub = at if part.rows is None else at[part.rows]
-                listed = keys.indices if part.rows is None else keys.indices[part.rows]
-                key_at = listed.gather(-1, part.index)
-                out[sub] = _listed_output(part.probs, key_at, bh[sub], values, M)
-        if rest.numel():
-            z = attention_logits(q[:, :, s:e], k).reshape(-1, M)[rows[rest]]
-            z.masked_fill_(~rows_allowed[rest], float("-inf"))
-            for part in entmax15_threshold(z, 32, from_logits=True, list_support=True):
-                at = rest if part.rows is None else rest[part.rows]
-                out[at] = _listed_output(part.probs, part.index, bh[at], values, M)
-        ref = reference[:, :, s:e].reshape(-1, Dv)[rows]
-        num.index_add_(0, bh, ((out - ref).double() ** 2).sum(-1))
+        if rows.numel():
+            rows_allowed = allowed.reshape(-1, allowed.shape[-1])[rows]
+            rows_error(q, k, v, (s, e), rows, rows_allowed, reference, ranked, num)
     return num.view(B, H)
+
+
+def rows_error(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    span: tuple[int, int],
+    rows: Tensor,
+    rows_allowed: Tensor,
+    reference: Tensor,
+    ranked,
+    num: Tensor,
+    logits=None,
+) -> None:
+    """Add ``‖attn_Ĝ − attn_G‖²`` of some rows of a slab to ``num`` (``(B·H,)``, float64).
+
+    ``rows`` index the flattened ``(B, H, e - s)`` rows of the slab ``span = (s, e)`` and
+    ``rows_allowed`` (``(R, M)`` bool) are their allowed keys. Each row is solved as a key list:
+    from its ranked logits (:func:`_ranked_rows`) where they settle it, else from its logits at
+    its allowed keys (rows with few) or its full logits row (:func:`entmax15_threshold`); its
+    output is the listed probabilities times the listed values. ``logits`` (optional) returns
+    the slab's ``(B, H, c, M)`` logits when the caller keeps them. α = 1.5.
+    """
+    s, e = span
+    c = e - s
+    B, H, _, D = q.shape
+    M, Dv = k.shape[2], v.shape[-1]
+    values = v.reshape(B * H * M, Dv)
+    bh = torch.div(rows, c, rounding_mode="floor")
+    P = ranked[0].shape[-1]
+    y, key, settled = _ranked_rows(
+        rows_allowed,
+        ranked[0][:, :, s:e].reshape(-1, P)[rows],
+        ranked[1][:, :, s:e].reshape(-1, P)[rows],
+    )
+    out = torch.zeros(len(rows), Dv, dtype=v.dtype, device=v.device)
+    done = torch.nonzero(settled).squeeze(-1)
+    out[done] = _listed_output(y[done], key[done], bh[done], values, M)
+    n_allowed = count_true(rows_allowed, lead=1)
+    unsettled = ~settled & (n_allowed > 0)
+    few = torch.nonzero(unsettled & (n_allowed <= _FEW)).squeeze(-1)
+    rest = torch.nonzero(unsettled & (n_allowed > _FEW)).squeeze(-1)
+    for at in few.split(_ROWS) if few.numel() else ():  # logits at allowed keys only
+        keys = rows_allowed[at].to(torch.uint8).topk(int(n_allowed[at].max()), dim=-1)
+        qr = q[:, :, s:e].reshape(-1, D)[rows[at]] * D**-0.5
+        kr = k.reshape(B * H, M, -1)[bh[at].unsqueeze(-1), keys.indices]
+        z = torch.einsum("rd,rwd->rw", qr, kr).masked_fill_(keys.values == 0, float("-inf"))
+        for part in entmax15_threshold(z, 32, from_logits=True, list_support=True):
+            sub = at if part.rows is None else at[part.rows]
+            listed = keys.indices if part.rows is None else keys.indices[part.rows]
+            key_at = listed.gather(-1, part.index)
+            out[sub] = _listed_output(part.probs, key_at, bh[sub], values, M)
+    if rest.numel():
+        z = attention_logits(q[:, :, s:e], k) if logits is None else logits()
+        z = z.reshape(-1, M)[rows[rest]]
+        z.masked_fill_(~rows_allowed[rest], float("-inf"))
+        for part in entmax15_threshold(z, 32, from_logits=True, list_support=True):
+            at = rest if part.rows is None else rest[part.rows]
+            out[at] = _listed_output(part.probs, part.index, bh[at], values, M)
+    ref = reference[:, :, s:e].reshape(-1, Dv)[rows]
+    num.index_add_(0, bh, ((out - ref).double() ** 2).sum(-1))
+
+
+def relative_error(num: Tensor, reference: Tensor) -> Tensor:
+    """``sqrt(num / ‖attn_G‖²)`` per ``(B, H)`` on the CPU; NaN where the reference is zero."""
+    den = (reference.double() ** 2).sum((-1, -2))
+    return torch.where(den > 0, (num / den.clamp(min=1e-300)).sqrt(), float("nan")).cpu()
 
 
 def _listed_output(probs: Tensor, keys: Tensor, bh: Tensor, values: Tensor, M: int) -> Tensor:
@@ -366,8 +403,7 @@ def output_error(
                 q, k, v, pred, alpha, gold=gold, reference=reference, ranked=ranked
             )
             num = ((approx - reference).double() ** 2).sum((-1, -2))
-    den = (reference.double() ** 2).sum((-1, -2))
-    per = torch.where(den > 0, (num / den.clamp(min=1e-300)).sqrt(), float("nan")).cpu()
+    per = relative_error(num, reference)
     value, per_head = macro_average(per)
     return {
         "output_error": value,

@@ -23,6 +23,8 @@ from .metrics import average_layers, graph_metrics, macro_average
 
 __all__ = [
     "check_layers",
+    "gold_and_reference",
+    "layer_result",
     "check_split",
     "device_label",
     "evaluate",
@@ -208,7 +210,7 @@ def evaluate_layer(
         q, k = batch.q.to(dev), batch.k.to(dev)
         v = None if batch.v is None else batch.v.to(dev)
         key = (layer, batch_size, bi)
-        gold, reference, ranked = _gold_and_reference(gold_cache, key, batch, q, k, v, data.alpha)
+        gold, reference, ranked = gold_and_reference(gold_cache, key, batch, q, k, v, data.alpha)
         t0 = time.perf_counter()
         cache = None if predict_cache is None else predict_cache.setdefault(key, {})
         pred = method.predict(q, k, lengths=batch.lengths, causal=data.causal, cache=cache)
@@ -237,6 +239,15 @@ def evaluate_layer(
                 ranked=ranked,
             )
             errors.append(err["per_sequence"]["output_error"])
+    return layer_result(pooled, errors, order, data, longest, predict_s)
+
+
+def layer_result(pooled, errors, order, data: QKData, longest, predict_s: float) -> dict:
+    """What :func:`evaluate_layer` returns, from the per-batch figures of sequences in ``order``.
+
+    ``pooled`` maps each metric to its ``(b, H)`` per-batch tensors and ``errors`` holds the
+    output error's; both follow ``order`` and are returned to data order.
+    """
     out: dict = {}
     per_head = {}
     back = torch.argsort(order)
@@ -254,7 +265,7 @@ def evaluate_layer(
     return out
 
 
-def _gold_and_reference(cache: dict | None, key: tuple, batch, q, k, v, alpha: float):
+def gold_and_reference(cache: dict | None, key: tuple, batch, q, k, v, alpha: float):
     """The gold graph, full-attention output and ranked logits of one batch.
 
     The output and the ranked logits (:func:`~.attention_error.top_logits`, for α = 1.5) are

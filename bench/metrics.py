@@ -37,8 +37,11 @@ __all__ = [
     "METRICS",
     "Metric",
     "average_layers",
+    "finish_metrics",
+    "gold_chunk",
     "graph_metrics",
     "macro_average",
+    "sparse_gold",
     "output_error",
 ]
 
@@ -198,13 +201,13 @@ def graph_metrics(
     inter, n_gold, n_pred, exact_rows, mass, mass_tot = z(), z(), z(), z(), z(), z()
     kept_blocks, gold_blocks = z(), z()
     bs = block_size or 1
-    sparse = _sparse_gold(gold, probs)
+    sparse = sparse_gold(gold, probs)
     for s, e in pred.row_chunks(multiple=bs):
         p = pred.slab(s, e).to(dev)  # (B, H, c, M), validity applied
         if sparse is not None:
             # Gold as key lists: look the predicted mask up at the gold keys only. The gold side
             # of each chunk is computed once per gold graph and reused across predictions.
-            gs = _gold_chunk(sparse, s, e, L, causal, block_size, (B, H, N, M))
+            gs = gold_chunk(sparse, s, e, L, causal, block_size, (B, H, N, M))
             hit = torch.gather(p, -1, gs["idx"]) & gs["ok"]
             inter += _count(hit)
             n_gold += gs["n_gold"]
@@ -291,7 +294,7 @@ def _holds_tensors(graph: Graph) -> bool:
     return any(isinstance(x, Tensor) for p in graph.parts for x in vars(p).values())
 
 
-def _sparse_gold(gold: Graph, probs) -> tuple[RowIndex, bool] | None:
+def sparse_gold(gold: Graph, probs) -> tuple[RowIndex, bool] | None:
     """The gold key-list part, and whether to use its weights, when the fast path applies.
 
     It applies when gold is one RowIndex part and ``probs`` is absent or the gold graph itself.
@@ -310,7 +313,7 @@ def _sparse_gold(gold: Graph, probs) -> tuple[RowIndex, bool] | None:
 _GOLD_MEMO: dict[int, dict] = {}
 
 
-def _gold_chunk(
+def gold_chunk(
     sparse: tuple[RowIndex, bool], s: int, e: int, L: Tensor, causal: bool, block_size, shape
 ) -> dict[str, Tensor]:
     """What the metrics need from gold rows ``[s, e)``: clamped keys, validity, counts, weights."""

@@ -38,8 +38,19 @@ def _keyed(path: Path) -> dict[str, dict[str, Any]]:
     return {r["key"]: comparable(r) for r in read_records(path)}
 
 
-def diff_folders(a: Path, b: Path) -> tuple[int, list[str], list[str]]:
-    """Compare the records of folders ``a`` and ``b``.
+def same(x: Any, y: Any, rtol: float = 0.0) -> bool:
+    """Equal, or (``rtol > 0``) equal to a relative tolerance in every float, nested included."""
+    if rtol and isinstance(x, float) and isinstance(y, float):
+        return x == y or (x != x and y != y) or abs(x - y) <= rtol * max(abs(x), abs(y))
+    if rtol and isinstance(x, dict) and isinstance(y, dict):
+        return x.keys() == y.keys() and all(same(x[k], y[k], rtol) for k in x)
+    if rtol and isinstance(x, list) and isinstance(y, list):
+        return len(x) == len(y) and all(same(u, w, rtol) for u, w in zip(x, y, strict=True))
+    return x == y
+
+
+def diff_folders(a: Path, b: Path, rtol: float = 0.0) -> tuple[int, list[str], list[str]]:
+    """Compare the records of folders ``a`` and ``b`` (floats to ``rtol``, relative).
 
     Returns:
         How many records both hold, one line per record that differs (its key and fields),
@@ -55,7 +66,9 @@ def diff_folders(a: Path, b: Path) -> tuple[int, list[str], list[str]]:
             for key in sorted(ra.keys() & rb.keys()):
                 compared += 1
                 fields = sorted(
-                    k for k in ra[key].keys() | rb[key].keys() if ra[key].get(k) != rb[key].get(k)
+                    k
+                    for k in ra[key].keys() | rb[key].keys()
+                    if not same(ra[key].get(k), rb[key].get(k), rtol)
                 )
                 if fields:
                     differ.append(f"{key}: {', '.join(fields)}")
@@ -68,8 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("before", type=Path, help="run or results folder")
     parser.add_argument("after", type=Path, help="run or results folder")
     parser.add_argument("--strict", action="store_true", help="fail on records held by one only")
+    parser.add_argument("--rtol", type=float, default=0.0, help="relative tolerance of floats")
     args = parser.parse_args(argv)
-    compared, differ, alone = diff_folders(args.before, args.after)
+    compared, differ, alone = diff_folders(args.before, args.after, args.rtol)
     for line in differ + alone:
         print(line)  # noqa: T201
     print(  # noqa: T201

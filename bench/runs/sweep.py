@@ -13,6 +13,7 @@ work (:func:`sweep_plan`).
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -31,6 +32,7 @@ from ..evaluate import (
     on_device,
     resolve_device,
 )
+from ..window_family import evaluate_family, family_key
 from .records import provenance, records_writer
 from .runner import (
     FitStore,
@@ -85,36 +87,57 @@ def run_unit(
             raise ValueError(f"{m.name} learns, but {dataset} has no train split")
         return m.clone().fit(train, layer)
 
+    kw = {
+        "batch_size": batch_size,
+        "block_size": BLOCK_SIZE,
+        "gold_cache": gold_cache,
+        "device": device,
+        "longest": longest,
+    }
     for group in fit_once(configs, target, fit, with_predict_params):
         predict_cache: dict = {}  # base predictions shared across window/global variants
-        for m, method, fitted, fit_s, error in group:
+        for m, _, _, _, error in group:
             if error is not None:
                 why = f"{type(error).__name__}: {error}"
                 yield "failure", f"{m.id} layer {layer}: fit failed ({why})"
-                continue
-            # Nothing learned: every configuration is its own instance.
-            inst = method if fitted is None else fitted
-            try:
-                res = evaluate_layer(
-                    inst,
-                    target,
-                    layer,
-                    batch_size=batch_size,
-                    block_size=BLOCK_SIZE,
-                    gold_cache=gold_cache,
-                    predict_cache=predict_cache,
-                    device=device,
-                    longest=longest,
+        ready = [x for x in group if x.error is None]
+        # Nothing learned: every configuration is its own instance.
+        inst = lambda x: x.method if x.state is None else x.state  # noqa: E731
+        # Configurations that differ only in their window (contiguous in a grid) are scored
+        # together from one laid-out base prediction.
+        for _, run in itertools.groupby(ready, key=lambda x: family_key(inst(x))):
+            run = list(run)
+            results = None
+            if len(run) > 1 and family_key(inst(run[0])) is not None:
+                try:
+                    members = [inst(x) for x in run]
+                    results = evaluate_family(
+                        members, target, layer, predict_cache=predict_cache, **kw
+                    )
+                except Exception:  # each member is then scored alone, and reports its failure
+                    results = None
+            for j, x in enumerate(run):
+                try:
+                    res = (
+                        results[j]
+                        if results is not None
+                        else evaluate_layer(
+                            inst(x), target, layer, predict_cache=predict_cache, **kw
+                        )
+                    )
+                except Exception as e:
+                    yield (
+                        "failure",
+                        f"{x.config.id} layer {layer}: failed ({type(e).__name__}: {e})",
+                    )
+                    continue
+                m = x.config
+                rec = _record(m, x.method, res, x.fit_s, target, dataset, layer, split, grid, prov)
+                rec["key"] = record_key(
+                    dataset, m.id, layer, split, data_hash=data_hash, version=prov["sparsebench"]
                 )
-            except Exception as e:
-                yield "failure", f"{m.id} layer {layer}: failed ({type(e).__name__}: {e})"
-                continue
-            rec = _record(m, method, res, fit_s, target, dataset, layer, split, grid, prov)
-            rec["key"] = record_key(
-                dataset, m.id, layer, split, data_hash=data_hash, version=prov["sparsebench"]
-            )
-            rec["dataset_hash"] = data_hash
-            yield "record", rec
+                rec["dataset_hash"] = data_hash
+                yield "record", rec
 
 
 def _record(m, bound, res, fit_s, target, dataset, layer, split, grid, prov) -> dict[str, Any]:
