@@ -25,7 +25,8 @@ from torch import Tensor
 from sparsebench.datasets import QKData
 from sparsebench.methods import Composable, Method, attention_logits
 
-from .attention_error import relative_error, rows_error
+from .attention_error import relative_error
+from .row_solver import rows_error
 from .evaluate import gold_and_reference, layer_result, resolve_device
 from .masks import block_occupancy, count_true
 from .metrics import finish_metrics, gold_chunk, sparse_gold
