@@ -29,12 +29,13 @@ _FEW, _ROWS = 96, 2048
 def ranked_rows(allowed: Tensor, vals: Tensor, keys: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """1.5-entmax of rows ``(R, M)`` of ``allowed`` keys from their best valid logits.
 
-    ``vals, keys`` (``(R, P)``) are the rows' :func:`~.attention_error.top_logits`. The allowed keys among a row's
-    ``P`` best come out in descending order; the threshold of the first ``K = 32`` of them (the
-    arithmetic of :func:`~sparsebench.methods.gold.entmax15_threshold`) is the row's exact one
-    when every allowed key left out scores zero: either ``K`` were found and the ``K``-th scores
-    zero, or fewer were found and the ``P``-th best logit, above every allowed key not seen,
-    scores zero (or the row has no more valid keys).
+    ``vals, keys`` (``(R, P)``) are the rows' :func:`~.attention_error.top_logits`. The
+    allowed keys among a row's ``P`` best come out in descending order; the threshold of the
+    first ``K = 32`` of them (the arithmetic of
+    :func:`~sparsebench.methods.gold.entmax15_threshold`) is the row's exact one when every
+    allowed key left out scores zero: either ``K`` were found and the ``K``-th scores zero, or
+    fewer were found and the ``P``-th best logit, above every allowed key not seen, scores zero
+    (or the row has no more valid keys).
 
     Returns:
         ``(probs, keys, settled)``: ``(R, K)`` probabilities of ``(R, K)`` key positions (valid

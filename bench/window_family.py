@@ -26,10 +26,10 @@ from sparsebench.datasets import QKData
 from sparsebench.methods import Composable, Method, attention_logits
 
 from .attention_error import relative_error
-from .row_solver import rows_error
 from .evaluate import gold_and_reference, layer_result, resolve_device
 from .masks import block_occupancy, count_true
 from .metrics import finish_metrics, gold_chunk, sparse_gold
+from .row_solver import rows_error
 
 __all__ = ["entry_width", "evaluate_family", "family_key"]
 
