@@ -197,7 +197,9 @@ def test_output_error_equals_a_direct_computation(records):
             pred = pred_method.predict(b.q, b.k, lengths=b.lengths, causal=True)
             direct = output_error(b.q, b.k, b.v, pred, data.alpha, lengths=b.lengths, causal=True)
             per.append(direct["per_sequence"]["output_error"])
-        assert r["output_error"] == macro_average(torch.cat(per))[0], r["method_id"]
+        # The sweep solves only the rows that miss gold, as key lists: equal to float32 rounding.
+        direct = macro_average(torch.cat(per))[0]
+        assert r["output_error"] == pytest.approx(direct, rel=1e-6), r["method_id"]
     assert len({r["output_error"] for r in recs}) > 2  # the windows really differ
 
 
