@@ -139,6 +139,7 @@ def _batch_figures(base, sparse, windows, q, k, v, reference, ranked, block_size
     lo = min(((-w) // 2 + 1 for w in reach), default=1)
     hi = max((w // 2 for w in reach), default=-1)
     offsets = [d for d in range(lo, hi + 1) if not (causal and d > 0)]
+    width = entry_width(torch.tensor(offsets, dtype=torch.long)).tolist()  # each offset's entry
     new_edges, new_blocks = {}, {}
     bs = block_size
     for d in offsets:
@@ -163,7 +164,7 @@ def _batch_figures(base, sparse, windows, q, k, v, reference, ranked, block_size
 
     out = []
     for w in windows:
-        band = [d for d in offsets if int(entry_width(torch.tensor(d))) <= w]
+        band = [d for d, e in zip(offsets, width, strict=True) if e <= w]
         hit = ok & (enter <= w)
         sums = {
             "inter": count_true(hit, lead=2).double(),

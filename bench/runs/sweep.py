@@ -105,26 +105,24 @@ def run_unit(
         inst = lambda x: x.method if x.state is None else x.state  # noqa: E731
         # Configurations that differ only in their window (contiguous in a grid) are scored
         # together from one laid-out base prediction.
-        for _, run in itertools.groupby(ready, key=lambda x: family_key(inst(x))):
-            run = list(run)
+        for fkey, group_run in itertools.groupby(ready, key=lambda x: family_key(inst(x))):
+            run = list(group_run)
+            members = [inst(x) for x in run]
             results = None
-            if len(run) > 1 and family_key(inst(run[0])) is not None:
+            if len(run) > 1 and fkey is not None:
                 try:
-                    members = [inst(x) for x in run]
                     results = evaluate_family(
                         members, target, layer, predict_cache=predict_cache, **kw
                     )
                 except Exception:  # each member is then scored alone, and reports its failure
                     results = None
-            for j, x in enumerate(run):
+            for j, (x, member) in enumerate(zip(run, members, strict=True)):
                 try:
-                    res = (
-                        results[j]
-                        if results is not None
-                        else evaluate_layer(
-                            inst(x), target, layer, predict_cache=predict_cache, **kw
+                    res = results[j] if results is not None else None
+                    if res is None:
+                        res = evaluate_layer(
+                            member, target, layer, predict_cache=predict_cache, **kw
                         )
-                    )
                 except Exception as e:
                     yield (
                         "failure",
