@@ -173,10 +173,11 @@ def add_runs(sub: Subcommands, cmds: dict[str, Callable]) -> None:
         "predicted graph replacing attention at test time, and record its task accuracy "
         "(and the difference to full attention). --configs frontier scores only the "
         "configurations on each method's recall-sparsity frontier in the sweep records of "
-        "--from DIR.",
+        "--from DIR; --configs reported only those the leaderboard's rows report.",
         examples=[
             "sparsebench accuracy --model shakespeare-lm --methods 'window;sparsefinder_kmeans'",
-            "sparsebench accuracy --model shakespeare-lm --configs frontier --from runs/X "
+            "sparsebench accuracy --model shakespeare-lm --configs frontier --from runs/X",
+            "sparsebench accuracy --model shakespeare-lm --configs reported --from runs/X "
             "--windows 0",
         ],
     )
@@ -191,16 +192,18 @@ def add_runs(sub: Subcommands, cmds: dict[str, Callable]) -> None:
     s.add_argument("--grid", default="quick", help="quick, paper, or default (one per method)")
     s.add_argument(
         "--configs",
-        choices=["grid", "frontier"],
+        choices=["grid", "frontier", "reported"],
         default="grid",
         help="grid: every configuration of --grid; frontier: only the frontier and recall "
-        "0.90/0.95/0.99 configurations of the sweep records in --from",
+        "0.90/0.95/0.99 configurations of the sweep records in --from; reported: only the "
+        "configuration each method's leaderboard row reports (recall 0.95, else best recall)",
     )
     s.add_argument(
         "--from",
         dest="from_dir",
         metavar="DIR",
-        help="with --configs frontier: a run or results folder holding the model's sweep records",
+        help="with --configs frontier or reported: a run or results folder holding the "
+        "model's sweep records",
     )
     s.add_argument(
         "--windows",

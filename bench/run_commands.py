@@ -110,12 +110,14 @@ def cmd_sweep(args) -> int:
     return 0 if res["failed"] == 0 else 1
 
 
-def frontier_ids(model: str, source: str | Path) -> list[str]:
-    """The configurations ``accuracy --configs frontier`` scores: each method's frontier.
+def frontier_ids(model: str, source: str | Path, which: str = "frontier") -> list[str]:
+    """The configurations ``accuracy --configs frontier`` (or ``reported``) scores.
 
     ``source`` is a run or results folder holding ``<model>/records.jsonl``, the sweep of the
-    model's dataset; :func:`sparsebench.bench.runs.accuracy.frontier_configs` picks, per
-    method, its recall-sparsity frontier and its recall 0.90/0.95/0.99 configurations.
+    model's dataset. ``frontier``: :func:`sparsebench.bench.runs.accuracy.frontier_configs`,
+    each method's recall-sparsity frontier and its recall 0.90/0.95/0.99 configurations;
+    ``reported``: :func:`~sparsebench.bench.runs.accuracy.reported_configs`, the one
+    configuration per method that its leaderboard row reports.
 
     Raises:
         CLIError: when the folder holds no sweep records of the model's dataset.
@@ -127,9 +129,13 @@ def frontier_ids(model: str, source: str | Path) -> list[str]:
             f"`sparsebench sweep --data {model}` first, or give the folder that has them"
         )
     from sparsebench.bench.report import load_records
-    from sparsebench.bench.runs import frontier_configs
+    from sparsebench.bench.runs import frontier_configs, reported_configs
 
-    ids = [i for group in frontier_configs(load_records(records)).values() for i in group]
+    df = load_records(records)
+    if which == "reported":
+        ids = list(reported_configs(df).values())
+    else:
+        ids = [i for group in frontier_configs(df).values() for i in group]
     if not ids:
         raise CLIError(f"--from {source}: the records of {model} hold no configuration")
     return list(dict.fromkeys(ids))
@@ -143,12 +149,16 @@ def cmd_accuracy(args) -> int:
     reuse_freed_memory()
     select_methods(args.methods)
     only = None
-    if args.configs == "frontier":
+    if args.configs != "grid":
         if not args.from_dir:
-            raise CLIError("--configs frontier needs --from DIR, the run folder of the sweep")
-        only = frontier_ids(args.model, args.from_dir)
+            raise CLIError(
+                f"--configs {args.configs} needs --from DIR, the run folder of the sweep"
+            )
+        only = frontier_ids(args.model, args.from_dir, args.configs)
     elif args.from_dir:
-        raise CLIError("--from DIR goes with --configs frontier; add it or leave --from out")
+        raise CLIError(
+            "--from DIR goes with --configs frontier or reported; add one or leave --from out"
+        )
     folder = _folder(args, "accuracy")
     out = folder / args.model / "accuracy.jsonl"
     windows = None if args.windows == 0 else args.windows
@@ -174,11 +184,12 @@ def _reported_accuracy(folder: Path) -> dict[str, dict]:
     """A dataset folder's accuracy records by configuration id, with their intervals.
 
     The records are those the leaderboard takes (the dataset build and version of the newest
-    sweep record, one run of windows); empty when the folder has no accuracy or sweep records.
+    sweep record, each configuration's widest run); empty when the folder has no accuracy or
+    sweep records.
     """
     from sparsebench.bench.report import load_records
     from sparsebench.bench.report.assemble import accuracy_records
-    from sparsebench.bench.report.intervals import with_accuracy_intervals
+    from sparsebench.bench.report.intervals import widest, with_accuracy_intervals
     from sparsebench.bench.report.summary import newest_identity
 
     acc_path, sweep_path = folder / "accuracy.jsonl", folder / "records.jsonl"
@@ -188,7 +199,7 @@ def _reported_accuracy(folder: Path) -> dict[str, dict]:
     acc, _ = accuracy_records(load_records(acc_path), ident)
     if acc is None or acc.empty:
         return {}
-    acc = with_accuracy_intervals(acc).drop_duplicates("method_id")
+    acc = widest(with_accuracy_intervals(acc))
     return acc.set_index("method_id").to_dict("index")
 
 

@@ -276,7 +276,7 @@ CASES = [
     (
         "accuracy-from-without-frontier",
         ["accuracy", "--model", "shakespeare-lm", "--from", "run1"],
-        ["--from DIR", "--configs frontier"],
+        ["--from DIR", "--configs frontier or reported"],
         None,
     ),
     (

@@ -103,15 +103,24 @@ def test_accuracy_columns_and_plot(tmp_path):
                 "params": {},
             },
         )
-    # A run over more windows but fewer configurations does not replace the fuller run.
+    write_leaderboard(results)
+    md = (results / "toy" / "leaderboard.md").read_text()
+    window_row = next(line for line in md.splitlines() if line.startswith("| window |"))
+    assert "0.3500" in window_row and "-0.0500" in window_row
+    assert (results / "toy" / "accuracy.png").stat().st_size > 10_000
+    assert "toy/accuracy.png" in (results / "index.html").read_text()
+    assert "runs over different held-out windows" not in md
+
+    # The same configuration scored again over more windows: the table reports that run,
+    # the plot keeps drawing the run with the most configurations.
     append_record(
         acc,
         {
             "dataset": "toy",
             "method": "window",
             "method_id": "window[w=3]",
-            "accuracy": 0.99,
-            "delta_accuracy": 0.0,
+            "accuracy": 0.375,
+            "delta_accuracy": -0.025,
             "task": "next-token",
             "split": "eval-windows=32",
             "windows": 32,
@@ -121,9 +130,29 @@ def test_accuracy_columns_and_plot(tmp_path):
     write_leaderboard(results)
     md = (results / "toy" / "leaderboard.md").read_text()
     window_row = next(line for line in md.splitlines() if line.startswith("| window |"))
-    assert "0.3500" in window_row and "-0.0500" in window_row
-    assert (results / "toy" / "accuracy.png").stat().st_size > 10_000
-    assert "toy/accuracy.png" in (results / "index.html").read_text()
+    assert "0.3750" in window_row and "-0.0250" in window_row and "0.3500" not in window_row
+    assert "2 runs over different held-out windows" in md
+
+
+def test_widest_and_plot_run_pick_by_tokens_and_configurations():
+    import pandas as pd
+
+    from sparsebench.bench.report.intervals import plot_run, widest
+
+    acc = pd.DataFrame(
+        {
+            "method_id": ["gold", "a", "b", "gold", "a"],
+            "split": ["w=8", "w=8", "w=8", "w=all", "w=all"],
+            "windows": [8, 8, 8, 434, 434],
+            "tokens": [4096, 4096, 4096, 222_000, 222_000],
+            "accuracy": [0.4, 0.3, 0.2, 0.41, 0.31],
+        }
+    )
+    w = widest(acc)
+    assert list(w["method_id"]) == ["b", "gold", "a"]
+    assert list(w["accuracy"]) == [0.2, 0.41, 0.31]
+    assert list(plot_run(acc)["split"].unique()) == ["w=8"]
+    assert plot_run(acc[acc["method_id"] != "b"])["split"].unique().tolist() == ["w=all"]
 
 
 def test_speed_table_crossover_and_plot(tmp_path):

@@ -313,7 +313,7 @@ def test_run_summary_is_narrow_and_shows_intervals_where_records_have_them(tmp_p
 def test_accuracy_frontier_scores_only_the_frontier_configs(tmp_path, syn_dir, monkeypatch, capsys):
     import sparsebench.bench.runs as runs
     from sparsebench.bench.report import load_records
-    from sparsebench.bench.runs.accuracy import frontier_configs
+    from sparsebench.bench.runs.accuracy import frontier_configs, reported_configs
 
     # Sweep records of the model's dataset in a run folder, as `sparsebench sweep` leaves them.
     data = datasets.QKData.load(syn_dir)
@@ -333,3 +333,8 @@ def test_accuracy_frontier_scores_only_the_frontier_configs(tmp_path, syn_dir, m
     assert seen["model"] == "shakespeare-lm" and seen["max_windows"] is None
     assert seen["device"] == "cpu"
     assert f"{len(seen['only'])} records written" in capsys.readouterr().out
+    # --configs reported: only the configuration each method's leaderboard row reports.
+    assert main([*argv, "--configs", "reported", "--from", "sweep1"]) == 0
+    reported = reported_configs(load_records(records))
+    assert seen["only"] == list(dict.fromkeys(reported.values()))
+    assert len(seen["only"]) == 2 and set(reported) == {"window", "full"}

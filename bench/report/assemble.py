@@ -126,7 +126,7 @@ def provenance(df: pd.DataFrame) -> str:
 
 
 def _accuracy(folder: Path, ident: Identity) -> tuple[pd.DataFrame | None, str]:
-    """The dataset's task-accuracy records (one comparable run), and a note for its table.
+    """The dataset's task-accuracy records, and a note for its table.
 
     Only records of the table's identity (dataset build and version) are used.
     """
@@ -135,11 +135,12 @@ def _accuracy(folder: Path, ident: Identity) -> tuple[pd.DataFrame | None, str]:
 
 
 def accuracy_records(acc: pd.DataFrame | None, ident: Identity) -> tuple[pd.DataFrame | None, str]:
-    """Task-accuracy records as a table uses them (one comparable run), and a note for it.
+    """Task-accuracy records as a table uses them, and a note for it.
 
     Keeps the records of the table's identity (dataset build and version), names embedding
-    fidelity as accuracy, and keeps one run of held-out windows. ``sparsebench.results`` calls
-    it on frames it loaded.
+    fidelity as accuracy, and keeps every run of held-out windows (a table takes each
+    configuration's :func:`~.intervals.widest` record, a plot one :func:`~.intervals.plot_run`).
+    ``sparsebench.results`` calls it on frames it loaded.
     """
     note = ""
     if acc is not None and not acc.empty:
@@ -158,11 +159,12 @@ def accuracy_records(acc: pd.DataFrame | None, ident: Identity) -> tuple[pd.Data
             "\nAccuracy columns hold embedding fidelity: the mean cosine similarity of "
             "held-out sentence embeddings with the predicted graph against full attention.\n"
         )
-    if acc is not None and not acc.empty and "windows" in acc and "split" in acc:
-        # Runs over different numbers of held-out windows are not comparable: use the run
-        # with the most configurations (the most windows among equals).
-        size = acc.groupby("split").agg(n=("method_id", "nunique"), w=("windows", "max"))
-        acc = acc[acc["split"] == size.sort_values(["n", "w"]).index[-1]]
+    if acc is not None and "split" in acc and acc["split"].nunique() > 1:
+        note += (
+            f"\nAccuracy comes from {acc['split'].nunique()} runs over different held-out "
+            "windows: each configuration's figure is from its run over the most tokens (the "
+            "Tokens column), the accuracy plot from the run with the most configurations.\n"
+        )
     return acc, note
 
 
@@ -179,7 +181,7 @@ def dataset_report(
     Args:
         dataset: the dataset's name.
         records: its sweep records, of one identity.
-        accuracy: its task-accuracy records of the same identity (one run of windows).
+        accuracy: its task-accuracy records of the same identity (any runs of windows).
         speed: :func:`speed_by_method` of the speed records.
         identity: the identity of the records (default: read from them).
         note: notes appended to the page's header.

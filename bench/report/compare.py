@@ -29,6 +29,7 @@ from .intervals import (
     per_sequence_matrix,
     records_by_config,
     resample_counts,
+    widest,
     window_figures,
 )
 
@@ -175,11 +176,11 @@ def _sparsity(sa, sb, recs_a, recs_b, reps, seed, level) -> dict[str, float]:
 
 
 def _acc_record(rep: DatasetReport, method_id: str) -> dict | None:
-    """The accuracy record of a configuration in a report, or None."""
+    """The accuracy record of a configuration in a report (its widest run), or None."""
     acc = rep.accuracy
     if not method_id or acc is None or acc.empty:
         return None
-    hit = acc[acc["method_id"] == method_id]
+    hit = widest(acc[acc["method_id"] == method_id])
     return hit.iloc[0].to_dict() if len(hit) else None
 
 

@@ -25,6 +25,8 @@ __all__ = [
     "per_sequence_matrix",
     "records_by_config",
     "resample_counts",
+    "plot_run",
+    "widest",
     "window_figures",
     "with_accuracy_intervals",
 ]
@@ -180,14 +182,50 @@ def accuracy_intervals(
 
 
 def with_accuracy_intervals(acc: pd.DataFrame | None, reference: str = "gold"):
-    """Accuracy records with :func:`accuracy_intervals`' columns added (None stays None)."""
+    """Accuracy records with :func:`accuracy_intervals`' columns added (None stays None).
+
+    Records of different runs of windows (``split``) get their intervals separately, each
+    difference paired with the reference row of its own run.
+    """
     if acc is None or acc.empty:
         return acc
-    extra = accuracy_intervals(acc.to_dict("records"), reference)
     out = acc.copy()
-    for col in ("accuracy_lo", "accuracy_hi", "delta_accuracy_lo", "delta_accuracy_hi", "tokens"):
-        out[col] = [extra[str(m)][col] for m in out["method_id"]]
+    runs = out["split"].fillna("") if "split" in out else pd.Series("", index=out.index)
+    cols = ("accuracy_lo", "accuracy_hi", "delta_accuracy_lo", "delta_accuracy_hi", "tokens")
+    for col in cols:
+        out[col] = np.nan
+    for _, part in out.groupby(runs, sort=False):
+        extra = accuracy_intervals(part.to_dict("records"), reference)
+        for col in cols:
+            out.loc[part.index, col] = [extra[str(m)][col] for m in part["method_id"]]
     return out
+
+
+def widest(acc: pd.DataFrame | None) -> pd.DataFrame | None:
+    """One accuracy record per configuration: the one over the most tokens (then windows).
+
+    A configuration scored both on a subset of the held-out windows and on all of them is
+    reported on all of them. Needs the ``tokens`` column of :func:`with_accuracy_intervals`
+    where known.
+    """
+    if acc is None or acc.empty or "method_id" not in acc:
+        return acc
+    size = [c for c in ("tokens", "windows") if c in acc]
+    ranked = acc.sort_values(size, kind="stable", na_position="first") if size else acc
+    return ranked.drop_duplicates("method_id", keep="last").sort_index()
+
+
+def plot_run(acc: pd.DataFrame | None) -> pd.DataFrame | None:
+    """The records of one run of held-out windows: the run with the most configurations.
+
+    Accuracies over different windows are not comparable point to point, so a plot draws one
+    run (the most windows among runs of equal size).
+    """
+    if acc is None or acc.empty or "split" not in acc or acc["split"].nunique() < 2:
+        return acc
+    w = acc["windows"] if "windows" in acc else pd.Series(0, index=acc.index)
+    size = acc.assign(_w=w).groupby("split").agg(n=("method_id", "nunique"), w=("_w", "max"))
+    return acc[acc["split"] == size.sort_values(["n", "w"]).index[-1]]
 
 
 def _tokens(record: dict, windows: tuple[np.ndarray, np.ndarray] | None) -> float:

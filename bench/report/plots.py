@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.lines import Line2D
 
+from .intervals import plot_run
 from .plot_parts import density_axis, draw_frontier, interval_errors, marker_kw, sort_bins
 from .speed_plot import speed_plot
 from .style import figure_context, legend_handles, method_style, ordered
@@ -152,6 +153,7 @@ def accuracy_plot(acc: pd.DataFrame, avg: pd.DataFrame, dataset: str, path: Path
     """
     if acc is None or acc.empty or "accuracy" not in acc:
         return False
+    acc = plot_run(acc)
     j = _accuracy_frame(acc, avg, dataset)
     if j.empty:
         return False

@@ -15,6 +15,7 @@ from sparsebench.methods import get
 
 from ..metrics import METRICS, Metric
 from .formatting import INTERVAL_NOTE, best_position, format_interval
+from .intervals import widest
 from .summary import THRESHOLDS
 
 __all__ = [
@@ -136,7 +137,8 @@ def leaderboard_table(
         avg: the layer averages (:func:`layer_average`), with intervals where
             :func:`with_intervals` added them.
         acc: task-accuracy records, when there are any (with the interval columns of
-            :func:`~sparsebench.bench.report.intervals.with_accuracy_intervals` where known).
+            :func:`~sparsebench.bench.report.intervals.with_accuracy_intervals` where known);
+            a configuration scored in several runs shows its :func:`widest` record.
         speed: :func:`speed_by_method` of the speed table.
 
     Returns:
@@ -145,6 +147,7 @@ def leaderboard_table(
         threshold, the display name, the reference flag, the timed configuration and the
         speed case. A threshold column takes the interval of the configuration it comes from.
     """
+    acc = widest(acc)
     by_id = {} if acc is None or acc.empty else acc.set_index("method_id").to_dict("index")
     speed = speed or {}
     rows = [_method_row(s, avg, by_id, speed) for _, s in summary.iterrows()]
