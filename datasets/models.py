@@ -77,7 +77,7 @@ class Block(nn.Module):
             mask = restrict(layer, q.detach(), k.detach(), lengths, self.cfg.causal)
             if mask is not None:
                 allowed = allowed & mask
-        scores = attention_logits(q, k).masked_fill(~allowed, float("-inf"))
+        scores = torch.where(allowed, attention_logits(q, k), float("-inf"))
         p = attention_probs(scores, "entmax", self.cfg.alpha)
         att = (p @ v).transpose(1, 2).reshape(B, N, H * dh)
         x = x + self.out(att)

@@ -59,8 +59,10 @@ def attention_probs(scores: Tensor, normalizer: str = "entmax", alpha: float = 1
     check_normalizer(normalizer)
     if normalizer == "entmax":
         alpha = check_alpha(alpha)
-    empty = torch.isinf(scores).all(-1, keepdim=True)
-    safe = torch.where(empty, 0.0, scores)
+    # A row is empty when its largest score is -inf; rows are masked only when there is one.
+    empty = scores.amax(-1, keepdim=True) == float("-inf")
+    any_empty = bool(empty.any())
+    safe = torch.where(empty, 0.0, scores) if any_empty else scores
     if normalizer == "softmax":
         p = torch.softmax(safe, dim=-1)
     elif normalizer == "entmax":
@@ -72,7 +74,7 @@ def attention_probs(scores: Tensor, normalizer: str = "entmax", alpha: float = 1
             p = entmax15(safe, dim=-1, k=min(64, safe.shape[-1]))
         else:
             p = entmax_bisect(safe, alpha=alpha, dim=-1)
-    return torch.where(empty, 0.0, p)
+    return torch.where(empty, 0.0, p) if any_empty else p
 
 
 def prefix_threshold(xs: Tensor) -> tuple[Tensor, Tensor]:

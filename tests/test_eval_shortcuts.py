@@ -64,6 +64,18 @@ def test_attention_probs_without_autograd_equal_those_with_it():
     assert torch.equal(fast, slow.detach())
 
 
+@pytest.mark.parametrize("normalizer,alpha", [("entmax", 1.5), ("entmax", 1.3), ("softmax", 1.5)])
+def test_attention_probs_rows_without_keys_are_zero(normalizer, alpha):
+    z = masked_logits(seed=2)
+    z[0, 1, 3] = float("-inf")  # one row that may attend to nothing
+    p = attention_probs(z, normalizer, alpha)
+    assert not p[0, 1, 3].any()
+    assert torch.allclose(p.sum(-1)[z.amax(-1) > float("-inf")], torch.tensor(1.0), atol=1e-5)
+    # Without an empty row the result is the same as the row-by-row computation.
+    keep = attention_probs(z[0, 1, 4:], normalizer, alpha)
+    assert torch.equal(p[0, 1, 4:], keep)
+
+
 def batch_of(data, n=6):
     lay = data.layer(0)
     return lay.q[:n], lay.k[:n], lay.v[:n], lay.lengths[:n]
